@@ -1,0 +1,81 @@
+"""All configuration in one place: environment variables prefixed ``FORESIGHT_`` and ``.env``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET = "change-me-in-production-this-is-not-a-secret"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FORESIGHT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Environment = Environment.development
+    data_dir: Path = Path("./var")
+    # Empty means the embedded SQLite database ``<data_dir>/foresight.db``.
+    database_url: str = ""
+    database_echo: bool = False
+    database_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+
+    secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    jwt_algorithm: str = "HS256"
+    jwt_issuer: str = "foresight"
+    access_token_minutes: Annotated[int, Field(ge=1, le=24 * 60)] = 30
+    refresh_token_days: Annotated[int, Field(ge=1, le=365)] = 14
+
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+    cors_origins: list[str] = Field(default_factory=list)
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+
+    demo_tenant: str = "demo"
+    demo_email: str = "admin@demo.foresight.local"
+    demo_password: SecretStr = SecretStr("foresight-demo")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env is Environment.production:
+            secret = self.secret_key.get_secret_value()
+            if secret == DEFAULT_SECRET:
+                raise ValueError(
+                    "FORESIGHT_SECRET_KEY must be set to a private value in production "
+                    "(the built-in default is public)"
+                )
+            if len(secret) < 32:
+                raise ValueError("FORESIGHT_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'foresight.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,32 @@
+"""Opaque keyset cursors: stable under inserts, no OFFSET scans."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from foresight.kit.errors import FieldError, InvalidInput
+
+
+def encode_cursor(values: list[Any]) -> str:
+    raw = json.dumps(values, separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *, length: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad_cursor() from exc
+    if not isinstance(values, list) or len(values) != length:
+        raise _bad_cursor()
+    return values
+
+
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput(
+        "The pagination cursor is malformed; pass back the next_cursor of a previous page.",
+        errors=[FieldError(["query", "cursor"], "malformed cursor", "cursor_invalid")],
+    )

@@ -1,0 +1,35 @@
+"""Every table of Foresight, on one metadata (the one Alembic migrates)."""
+
+from foresight.kit.db import Base
+from foresight.models.asset import Asset, Sensor
+from foresight.models.audit import AuditChainHead, AuditEntry
+from foresight.models.auth import ApiKey, Tenant, User
+from foresight.models.enums import (
+    ActorType,
+    AssetStatus,
+    Criticality,
+    MaintenanceKind,
+    MaintenanceStatus,
+    Role,
+    SensorKind,
+)
+from foresight.models.maintenance import MaintenanceRecord
+
+__all__ = [
+    "ActorType",
+    "ApiKey",
+    "Asset",
+    "AssetStatus",
+    "AuditChainHead",
+    "AuditEntry",
+    "Base",
+    "Criticality",
+    "MaintenanceKind",
+    "MaintenanceRecord",
+    "MaintenanceStatus",
+    "Role",
+    "Sensor",
+    "SensorKind",
+    "Tenant",
+    "User",
+]
