@@ -62,7 +62,9 @@ class Settings(BaseSettings):
                     "(the built-in default is public)"
                 )
             if len(secret) < 32:
-                raise ValueError("FORESIGHT_SECRET_KEY must be at least 32 characters in production")
+                raise ValueError(
+                    "FORESIGHT_SECRET_KEY must be at least 32 characters in production"
+                )
         return self
 
     @property

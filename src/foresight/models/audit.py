@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import BigInteger, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from foresight.kit.db import Base, JSONType
+from foresight.kit.db import Base
 from foresight.models._types import str_enum
 from foresight.models.enums import ActorType
 
@@ -33,7 +32,8 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     object_type: Mapped[str] = mapped_column(String(64))
     object_id: Mapped[str | None] = mapped_column(String(64))
-    changes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Canonical JSON text, hashed exactly as stored (JSONB would re-normalise numbers).
+    changes: Mapped[str] = mapped_column(Text, default="{}")
     request_id: Mapped[str | None] = mapped_column(String(64))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))

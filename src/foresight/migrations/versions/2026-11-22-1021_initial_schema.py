@@ -103,7 +103,7 @@ def upgrade() -> None:
         sa.Column("object_id", sa.String(length=64), nullable=True),
         sa.Column(
             "changes",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            sa.Text(),
             nullable=False,
         ),
         sa.Column("request_id", sa.String(length=64), nullable=True),

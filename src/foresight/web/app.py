@@ -1,0 +1,87 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from prometheus_client import CollectorRegistry
+
+from foresight import __version__
+from foresight.assets import endpoints as assets_endpoints
+from foresight.audit import endpoints as audit_endpoints
+from foresight.auth import endpoints as auth_endpoints
+from foresight.config import Settings, get_settings
+from foresight.kit.db import Database
+from foresight.kit.logging import configure_logging, get_logger
+from foresight.maintenance import endpoints as maintenance_endpoints
+from foresight.tenants import endpoints as tenants_endpoints
+from foresight.web import ops, problems
+from foresight.web.middleware import Metrics, RequestContextMiddleware
+
+log = get_logger("foresight")
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix="/api/v1", responses=problems.PROBLEM_RESPONSES)
+    for module in (
+        auth_endpoints,
+        tenants_endpoints,
+        assets_endpoints,
+        maintenance_endpoints,
+        audit_endpoints,
+    ):
+        router.include_router(module.router)
+    return router
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    owns_db = database is None
+    db = database or Database.from_url(
+        settings.effective_database_url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.info("startup", env=settings.env.value, database=db.engine.url.render_as_string())
+        yield
+        if owns_db:
+            db.dispose()
+
+    app = FastAPI(
+        title="Foresight",
+        version=__version__,
+        description="Predictive maintenance: assets, sensors, maintenance history and more.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.metrics = Metrics(CollectorRegistry())
+    problems.install(app)
+    app.include_router(ops.router)
+    app.include_router(api_router())
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+    )
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory foresight.web.app:app_factory`."""
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    return create_app(settings)

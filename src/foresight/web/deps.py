@@ -1,0 +1,89 @@
+"""FastAPI dependencies: the unit of work, the caller, and permission checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from foresight.auth import service as auth_service
+from foresight.auth.rbac import Permission
+from foresight.auth.schemas import Principal
+from foresight.config import Settings
+from foresight.kit.db import Database
+from foresight.kit.errors import Unauthenticated
+
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /api/v1/auth/token")
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="Device API key (ingest only)"
+)
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_session(
+    request: Request, db: Annotated[Database, Depends(get_database)]
+) -> Iterator[Session]:
+    """One transaction per request, committed when the endpoint returns without error."""
+    session = db.new_session(write=request.method not in _READ_METHODS)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_principal(
+    session: SessionDep,
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    api_key: Annotated[str | None, Security(api_key_scheme)],
+) -> Principal:
+    if bearer is not None and bearer.credentials:
+        return auth_service.principal_from_token(session, settings, bearer.credentials)
+    if api_key:
+        return auth_service.principal_from_api_key(session, api_key)
+    raise Unauthenticated("Authentication required: send 'Authorization: Bearer <token>'.")
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    def dependency(principal: PrincipalDep) -> Principal:
+        auth_service.require(principal, permission)
+        return principal
+
+    dependency.__name__ = f"require_{permission.name}"
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(require(Permission.read))]
+MaintenanceWriter = Annotated[Principal, Depends(require(Permission.maintenance_write))]
+AssetWriter = Annotated[Principal, Depends(require(Permission.assets_write))]
+UserAdmin = Annotated[Principal, Depends(require(Permission.users_manage))]
+KeyAdmin = Annotated[Principal, Depends(require(Permission.apikeys_manage))]
+SettingsAdmin = Annotated[Principal, Depends(require(Permission.settings_manage))]
+AuditReader = Annotated[Principal, Depends(require(Permission.audit_read))]
+Ingestor = Annotated[Principal, Depends(require(Permission.ingest))]
+DatabaseDep = Annotated[Database, Depends(get_database)]
