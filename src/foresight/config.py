@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
 
     demo_tenant: str = "demo"
-    demo_email: str = "admin@demo.foresight.local"
+    demo_email: str = "admin@example.com"
     demo_password: SecretStr = SecretStr("foresight-demo")
 
     @model_validator(mode="after")

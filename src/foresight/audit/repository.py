@@ -76,7 +76,7 @@ def list_entries(
     before_seq: int | None,
     limit: int,
 ) -> list[AuditEntry]:
-    stmt: Select[tuple[AuditEntry]] = select(AuditEntry).where(AuditEntry.chain == chain)
+    stmt: Select[AuditEntry] = select(AuditEntry).where(AuditEntry.chain == chain)
     if action:
         stmt = stmt.where(AuditEntry.action == action)
     if object_type:

@@ -207,12 +207,16 @@ def list_users(
 
 
 def _guard_last_admin(session: Session, user: User, *, demoting: bool) -> None:
-    if demoting and user.role is Role.admin and user.is_active:
-        if repository.count_active_admins(session, tenant_id=user.tenant_id) <= 1:
-            raise Conflict(
-                "This is the tenant's last active admin; promote another user first.",
-                errors=[FieldError(["body"], "last active admin", "last_admin")],
-            )
+    if (
+        demoting
+        and user.role is Role.admin
+        and user.is_active
+        and repository.count_active_admins(session, tenant_id=user.tenant_id) <= 1
+    ):
+        raise Conflict(
+            "This is the tenant's last active admin; promote another user first.",
+            errors=[FieldError(["body"], "last active admin", "last_admin")],
+        )
 
 
 def update_user(

@@ -15,7 +15,10 @@ BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class AuditEntry(Base):
-    """One line of a tenant's append-only, hash-chained audit log (triggers forbid UPDATE/DELETE)."""
+    """One entry of a tenant's append-only, hash-chained audit log.
+
+    Database triggers refuse UPDATE and DELETE on this table.
+    """
 
     __tablename__ = "audit_log"
     __table_args__ = (UniqueConstraint("chain", "seq"),)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -123,7 +122,7 @@ async def _empty_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _route_template(scope: dict[str, Any]) -> str:
+def _route_template(scope: Scope) -> str:
     # The matched route's template keeps label cardinality bounded (no ids in labels).
     route = scope.get("route")
     path = getattr(route, "path", None)
