@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from foresight.audit import service
 from foresight.audit.schemas import AuditPage, VerifyReport
+from foresight.kit.schemas import IsoDatetime
 from foresight.web.deps import AuditReader, SessionDep
 
 router = APIRouter(tags=["audit"])
@@ -19,8 +19,8 @@ def list_audit_entries(
     action: Annotated[str | None, Query(max_length=64)] = None,
     object_type: Annotated[str | None, Query(max_length=64)] = None,
     object_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDatetime | None = None,
+    until: IsoDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> AuditPage:

@@ -18,7 +18,11 @@ from foresight.config import Settings
 from foresight.kit.errors import Unauthenticated
 from foresight.kit.time import utcnow
 
-_hasher = PasswordHasher()
+# OWASP's argon2id recommendation (19 MiB, 2 passes, 1 lane): ~40 ms a hash on a small server
+# core. argon2-cffi's default (64 MiB, 3 passes, 4 lanes) took ~1 s here, which turns sign-in
+# into a denial-of-service lever. Hashes record their parameters, so old ones still verify and
+# are re-hashed on the next sign-in (see needs_rehash).
+_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # Verifying against this keeps unknown e-mails as slow as wrong passwords (no user enumeration).
 _DUMMY_HASH = _hasher.hash("foresight-timing-equaliser")
 

@@ -1,0 +1,266 @@
+"""The RBAC matrix, checked for every route of the API and every kind of caller.
+
+EXPECTED names, for each route, the permission it needs (None: public). Each route is called by
+an anonymous client, a device API key and each role. A caller holding the permission must succeed
+(2xx) on real objects of its own tenant; any other gets 401 (anonymous) or 403, and nothing is
+written (the audit log does not grow). A route missing from EXPECTED fails the test, so new routes
+must be classified here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from foresight.auth.rbac import Permission
+from foresight.models import AuditEntry, Role
+from tests.factories import PASSWORD, Factory, TestUser
+
+P = Permission
+EXPECTED: dict[tuple[str, str], Permission | None] = {
+    ("POST", "/api/v1/auth/token"): None,
+    ("POST", "/api/v1/auth/refresh"): None,
+    ("GET", "/api/v1/auth/me"): P.read,
+    ("GET", "/api/v1/users"): P.users_manage,
+    ("POST", "/api/v1/users"): P.users_manage,
+    ("GET", "/api/v1/users/{user_id}"): P.users_manage,
+    ("PATCH", "/api/v1/users/{user_id}"): P.users_manage,
+    ("DELETE", "/api/v1/users/{user_id}"): P.users_manage,
+    ("GET", "/api/v1/api-keys"): P.apikeys_manage,
+    ("POST", "/api/v1/api-keys"): P.apikeys_manage,
+    ("DELETE", "/api/v1/api-keys/{key_id}"): P.apikeys_manage,
+    ("GET", "/api/v1/tenant"): P.read,
+    ("PATCH", "/api/v1/tenant"): P.settings_manage,
+    ("GET", "/api/v1/assets"): P.read,
+    ("POST", "/api/v1/assets"): P.assets_write,
+    ("GET", "/api/v1/assets/{asset_id}"): P.read,
+    ("PATCH", "/api/v1/assets/{asset_id}"): P.assets_write,
+    ("DELETE", "/api/v1/assets/{asset_id}"): P.assets_write,
+    ("GET", "/api/v1/assets/{asset_id}/children"): P.read,
+    ("GET", "/api/v1/assets/{asset_id}/ancestors"): P.read,
+    ("GET", "/api/v1/assets/{asset_id}/sensors"): P.read,
+    ("POST", "/api/v1/assets/{asset_id}/sensors"): P.assets_write,
+    ("GET", "/api/v1/assets/{asset_id}/sensors/{sensor_id}"): P.read,
+    ("PATCH", "/api/v1/assets/{asset_id}/sensors/{sensor_id}"): P.assets_write,
+    ("DELETE", "/api/v1/assets/{asset_id}/sensors/{sensor_id}"): P.assets_write,
+    ("GET", "/api/v1/assets/{asset_id}/maintenance"): P.read,
+    ("POST", "/api/v1/assets/{asset_id}/maintenance"): P.maintenance_write,
+    ("GET", "/api/v1/maintenance"): P.read,
+    ("GET", "/api/v1/maintenance/upcoming"): P.read,
+    ("GET", "/api/v1/maintenance/{record_id}"): P.read,
+    ("PATCH", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
+    ("DELETE", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
+    ("GET", "/api/v1/audit"): P.audit_read,
+    ("GET", "/api/v1/audit/verify"): P.audit_read,
+}
+OPS_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
+CALLERS = ["anonymous", "api_key", *[r.value for r in Role]]
+
+
+@dataclass
+class World:
+    """One tenant with a user of every role, a device key and an admin to build objects."""
+
+    client: TestClient
+    users: dict[Role, TestUser]
+    api_key: str
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return self.users[Role.admin].headers
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.client.post(path, json=body, headers=self.admin)
+        assert response.status_code == 201, response.text
+        data: dict[str, Any] = response.json()
+        return data
+
+    def asset(self) -> str:
+        tag = f"A-{uuid.uuid4().hex[:8]}"
+        return str(self.post("/api/v1/assets", {"tag": tag, "name": tag})["id"])
+
+    def sensor(self, asset_id: str) -> str:
+        key = f"s_{uuid.uuid4().hex[:8]}"
+        return str(self.post(f"/api/v1/assets/{asset_id}/sensors", {"key": key})["id"])
+
+    def record(self, asset_id: str) -> str:
+        body = {"kind": "inspection", "scheduled_for": "2030-01-01T00:00:00Z"}
+        return str(self.post(f"/api/v1/assets/{asset_id}/maintenance", body)["id"])
+
+    def user(self) -> str:
+        body = {"email": f"x-{uuid.uuid4().hex[:8]}@example.com", "password": "long-password"}
+        return str(self.post("/api/v1/users", body)["id"])
+
+    def key(self) -> str:
+        return str(self.post("/api/v1/api-keys", {"label": "k"})["id"])
+
+
+Request = tuple[str, dict[str, Any] | None]
+
+
+def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
+    def with_asset(fmt: str, body: dict[str, Any] | None = None) -> Callable[[], Request]:
+        return lambda: (fmt.format(a=w.asset()), body)
+
+    def with_sensor(fmt: str, body: dict[str, Any] | None = None) -> Callable[[], Request]:
+        def build() -> Request:
+            asset = w.asset()
+            return fmt.format(a=asset, s=w.sensor(asset)), body
+
+        return build
+
+    def with_record(fmt: str, body: dict[str, Any] | None = None) -> Callable[[], Request]:
+        return lambda: (fmt.format(r=w.record(w.asset())), body)
+
+    admin = w.users[Role.admin]
+    return {
+        ("POST", "/api/v1/auth/token"): lambda: (
+            "/api/v1/auth/token",
+            {"email": admin.email, "password": PASSWORD},
+        ),
+        ("POST", "/api/v1/auth/refresh"): lambda: (
+            "/api/v1/auth/refresh",
+            {"refresh_token": _refresh_token(w)},
+        ),
+        ("GET", "/api/v1/auth/me"): lambda: ("/api/v1/auth/me", None),
+        ("GET", "/api/v1/users"): lambda: ("/api/v1/users", None),
+        ("POST", "/api/v1/users"): lambda: (
+            "/api/v1/users",
+            {"email": f"n-{uuid.uuid4().hex[:8]}@example.com", "password": "long-password"},
+        ),
+        ("GET", "/api/v1/users/{user_id}"): lambda: (f"/api/v1/users/{w.user()}", None),
+        ("PATCH", "/api/v1/users/{user_id}"): lambda: (
+            f"/api/v1/users/{w.user()}",
+            {"full_name": "Renamed"},
+        ),
+        ("DELETE", "/api/v1/users/{user_id}"): lambda: (f"/api/v1/users/{w.user()}", None),
+        ("GET", "/api/v1/api-keys"): lambda: ("/api/v1/api-keys", None),
+        ("POST", "/api/v1/api-keys"): lambda: ("/api/v1/api-keys", {"label": "new"}),
+        ("DELETE", "/api/v1/api-keys/{key_id}"): lambda: (f"/api/v1/api-keys/{w.key()}", None),
+        ("GET", "/api/v1/tenant"): lambda: ("/api/v1/tenant", None),
+        ("PATCH", "/api/v1/tenant"): lambda: ("/api/v1/tenant", {"settings": {"units": "SI"}}),
+        ("GET", "/api/v1/assets"): lambda: ("/api/v1/assets", None),
+        ("POST", "/api/v1/assets"): lambda: (
+            "/api/v1/assets",
+            {"tag": f"N-{uuid.uuid4().hex[:8]}", "name": "New"},
+        ),
+        ("GET", "/api/v1/assets/{asset_id}"): with_asset("/api/v1/assets/{a}"),
+        ("PATCH", "/api/v1/assets/{asset_id}"): with_asset("/api/v1/assets/{a}", {"name": "R"}),
+        ("DELETE", "/api/v1/assets/{asset_id}"): with_asset("/api/v1/assets/{a}"),
+        ("GET", "/api/v1/assets/{asset_id}/children"): with_asset("/api/v1/assets/{a}/children"),
+        ("GET", "/api/v1/assets/{asset_id}/ancestors"): with_asset("/api/v1/assets/{a}/ancestors"),
+        ("GET", "/api/v1/assets/{asset_id}/sensors"): with_asset("/api/v1/assets/{a}/sensors"),
+        ("POST", "/api/v1/assets/{asset_id}/sensors"): with_asset(
+            "/api/v1/assets/{a}/sensors", {"key": "temperature", "unit": "degC"}
+        ),
+        ("GET", "/api/v1/assets/{asset_id}/sensors/{sensor_id}"): with_sensor(
+            "/api/v1/assets/{a}/sensors/{s}"
+        ),
+        ("PATCH", "/api/v1/assets/{asset_id}/sensors/{sensor_id}"): with_sensor(
+            "/api/v1/assets/{a}/sensors/{s}", {"unit": "bar"}
+        ),
+        ("DELETE", "/api/v1/assets/{asset_id}/sensors/{sensor_id}"): with_sensor(
+            "/api/v1/assets/{a}/sensors/{s}"
+        ),
+        ("GET", "/api/v1/assets/{asset_id}/maintenance"): with_asset(
+            "/api/v1/assets/{a}/maintenance"
+        ),
+        ("POST", "/api/v1/assets/{asset_id}/maintenance"): with_asset(
+            "/api/v1/assets/{a}/maintenance",
+            {"kind": "failure", "started_at": "2026-01-01T00:00:00Z", "failure_mode": "seal"},
+        ),
+        ("GET", "/api/v1/maintenance"): lambda: ("/api/v1/maintenance", None),
+        ("GET", "/api/v1/maintenance/upcoming"): lambda: ("/api/v1/maintenance/upcoming", None),
+        ("GET", "/api/v1/maintenance/{record_id}"): with_record("/api/v1/maintenance/{r}"),
+        ("PATCH", "/api/v1/maintenance/{record_id}"): with_record(
+            "/api/v1/maintenance/{r}", {"notes": "checked"}
+        ),
+        ("DELETE", "/api/v1/maintenance/{record_id}"): with_record("/api/v1/maintenance/{r}"),
+        ("GET", "/api/v1/audit"): lambda: ("/api/v1/audit", None),
+        ("GET", "/api/v1/audit/verify"): lambda: ("/api/v1/audit/verify", None),
+    }
+
+
+def _refresh_token(w: World) -> str:
+    admin = w.users[Role.admin]
+    response = w.client.post(
+        "/api/v1/auth/token", json={"email": admin.email, "password": PASSWORD}
+    )
+    return str(response.json()["refresh_token"])
+
+
+@pytest.fixture
+def world(client: TestClient, factory: Factory) -> World:
+    tenant, users = factory.tenant_with_users()
+    w = World(client, users, "")
+    response = client.post("/api/v1/api-keys", json={"label": "device"}, headers=w.admin)
+    w.api_key = response.json()["key"]
+    return w
+
+
+def _headers(w: World, caller: str) -> dict[str, str]:
+    if caller == "anonymous":
+        return {}
+    if caller == "api_key":
+        return {"X-API-Key": w.api_key}
+    return w.users[Role(caller)].headers
+
+
+def _audit_count(factory: Factory) -> int:
+    with factory.db.transaction(write=False) as session:
+        return int(session.scalar(select(func.count()).select_from(AuditEntry)) or 0)
+
+
+def test_every_route_is_classified(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert routes - OPS_ROUTES == set(EXPECTED), (
+        f"unclassified: {sorted(routes - OPS_ROUTES - set(EXPECTED))}; "
+        f"stale: {sorted(set(EXPECTED) - routes)}"
+    )
+
+
+def _allowed(caller: str, permission: Permission | None) -> bool:
+    if permission is None:
+        return True
+    if caller == "anonymous":
+        return False
+    if caller == "api_key":
+        return permission is Permission.ingest
+    from foresight.auth.rbac import role_has
+
+    return role_has(Role(caller), permission)
+
+
+def test_rbac_matrix(world: World, factory: Factory) -> None:
+    requests = _requests(world)
+    assert set(requests) == set(EXPECTED)
+    failures: list[str] = []
+    for (method, template), permission in EXPECTED.items():
+        for caller in CALLERS:
+            path, body = requests[(method, template)]()
+            before = _audit_count(factory)
+            response = world.client.request(
+                method, path, json=body, headers=_headers(world, caller)
+            )
+            allowed = _allowed(caller, permission)
+            label = f"{caller:>9} {method:6} {template}"
+            if allowed and not 200 <= response.status_code < 300:
+                failures.append(
+                    f"{label}: expected 2xx, got {response.status_code} {response.text}"
+                )
+            if not allowed:
+                expected = 401 if caller == "anonymous" else 403
+                if response.status_code != expected:
+                    failures.append(f"{label}: expected {expected}, got {response.status_code}")
+                elif response.headers["content-type"] != "application/problem+json":
+                    failures.append(f"{label}: error is not problem+json")
+                if _audit_count(factory) != before:
+                    failures.append(f"{label}: a refused request wrote to the audit log")
+    assert not failures, "\n".join(failures)
