@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy import SQLColumnExpression, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from foresight.assets.schemas import AssetFilters
@@ -102,7 +102,7 @@ class Keyset:
     id: uuid.UUID
 
 
-def sort_expression(field: str) -> ColumnElement[Any]:
+def sort_expression(field: str) -> SQLColumnExpression[Any]:
     if field == "criticality":
         return case(
             *[(Asset.criticality == crit, rank) for crit, rank in CRITICALITY_RANK.items()],
@@ -110,7 +110,7 @@ def sort_expression(field: str) -> ColumnElement[Any]:
         )
     if field == "health_score":
         return func.coalesce(Asset.health_score, NULL_HEALTH_SCORE)
-    columns: dict[str, ColumnElement[Any]] = {
+    columns: dict[str, SQLColumnExpression[Any]] = {
         "tag": Asset.tag,
         "name": Asset.name,
         "created_at": Asset.created_at,
@@ -128,10 +128,6 @@ def sort_value(asset: Asset, field: str) -> Any:
     return getattr(asset, field)
 
 
-def _escape_like(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def list_assets(
     session: Session,
     *,
@@ -144,11 +140,12 @@ def list_assets(
 ) -> list[Asset]:
     stmt = select(Asset).where(Asset.tenant_id == tenant_id)
     if filters.q:
-        pattern = f"%{_escape_like(filters.q.lower())}%"
+        # LIKE with % and _ escaped (autoescape), lower-cased on both sides: SQLite and PG alike.
+        needle = filters.q.lower()
         stmt = stmt.where(
             or_(
                 *[
-                    func.lower(column).like(pattern, escape="\\")
+                    func.lower(column).contains(needle, autoescape=True)
                     for column in (Asset.tag, Asset.name, Asset.location, Asset.description)
                 ]
             )

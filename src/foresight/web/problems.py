@@ -138,11 +138,11 @@ def _allowed_methods(request: Request) -> list[str]:
     if table is None:
         table = []
         for template, operations in request.app.openapi().get("paths", {}).items():
-            pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
-            table.append((re.compile(f"^{pattern}$"), sorted(m.upper() for m in operations)))
+            regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{regex}$"), sorted(m.upper() for m in operations)))
         request.app.state.allowed_methods = table
-    for pattern, methods in table:
-        if pattern.match(request.url.path):
+    for compiled, methods in table:
+        if compiled.match(request.url.path):
             return methods
     return []
 
