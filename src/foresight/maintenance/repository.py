@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from foresight.models import Asset, MaintenanceKind, MaintenanceRecord, MaintenanceStatus
@@ -39,9 +38,7 @@ def list_records(
     limit: int,
 ) -> list[MaintenanceRecord]:
     """Newest first by ``coalesce(started_at, scheduled_for)``, then id (the keyset)."""
-    stmt: Select[tuple[MaintenanceRecord]] = select(MaintenanceRecord).where(
-        MaintenanceRecord.tenant_id == tenant_id
-    )
+    stmt = select(MaintenanceRecord).where(MaintenanceRecord.tenant_id == tenant_id)
     if asset_id is not None:
         stmt = stmt.where(MaintenanceRecord.asset_id == asset_id)
     if kind is not None:
@@ -71,7 +68,7 @@ def list_scheduled_until(
 ) -> list[tuple[MaintenanceRecord, str, str]]:
     """Still-scheduled records due before ``horizon`` (overdue ones too), soonest first,
     each with its asset's tag and name."""
-    stmt: Select[Any] = (
+    stmt = (
         select(MaintenanceRecord, Asset.tag, Asset.name)
         .join(Asset, Asset.id == MaintenanceRecord.asset_id)
         .where(

@@ -17,11 +17,12 @@ Every write (create, and the merged record of a PATCH) must satisfy:
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, field_validator
 
 from foresight.kit.schemas import InputModel, OutputModel, Page
 from foresight.kit.time import as_utc
@@ -34,6 +35,16 @@ MAX_DOWNTIME_HOURS = 1_000_000.0
 TITLE_MAX = 200
 FAILURE_MODE_MAX = 200
 NOTES_MAX = 20_000
+
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    """Refuse Unix timestamps (which pydantic would take): the API documents ISO 8601."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("expected an ISO 8601 date-time, e.g. 2025-03-01T08:00:00Z")
+    return value
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -54,9 +65,9 @@ def _round_cents(value: float) -> float:
     return round(value, 2)
 
 
-UtcDateTime = Annotated[datetime, AfterValidator(_to_utc)]
+UtcDateTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
 Title = Annotated[str, Field(max_length=TITLE_MAX), AfterValidator(_no_nul)]
-FailureMode = Annotated[str, Field(min_length=1, max_length=FAILURE_MODE_MAX), AfterValidator(_no_nul)]
+FailureMode = Annotated[str, Field(max_length=FAILURE_MODE_MAX), AfterValidator(_no_nul)]
 Notes = Annotated[str, Field(max_length=NOTES_MAX), AfterValidator(_no_nul)]
 Cost = Annotated[
     float,
@@ -82,15 +93,38 @@ class MaintenanceCreate(InputModel):
     )
     ended_at: UtcDateTime | None = Field(default=None, description="At or after started_at")
     failure_mode: FailureMode | None = Field(
-        default=None, description="Only on failure and corrective records"
+        default=None, description="Only on failure and corrective records; blank means none"
     )
     cost: Cost | None = None
     downtime_hours: DowntimeHours | None = None
     notes: Notes = ""
 
+    @field_validator("failure_mode")
+    @classmethod
+    def _blank_failure_mode_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+
+_NOT_NULL = ("kind", "status", "title", "notes")
+
+
+def _document_not_null(schema: dict[str, Any]) -> None:
+    """Say in the JSON schema what ``_not_null`` enforces: these may be omitted, not null."""
+    for name in _NOT_NULL:
+        prop = schema.get("properties", {}).get(name, {})
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            prop.update(options[0])
+        elif options:
+            prop["anyOf"] = options
+        prop.pop("default", None)
+
 
 class MaintenanceUpdate(InputModel):
-    """Partial update: only the fields sent change; null clears an optional field."""
+    """Partial update: only the fields sent change; null clears an optional field (not kind,
+    status, title or notes)."""
+
+    model_config = ConfigDict(json_schema_extra=_document_not_null)
 
     kind: MaintenanceKind | None = None
     status: MaintenanceStatus | None = Field(
@@ -107,13 +141,18 @@ class MaintenanceUpdate(InputModel):
     downtime_hours: DowntimeHours | None = None
     notes: Notes | None = None
 
-    @field_validator("kind", "status", "title", "notes")
+    @field_validator(*_NOT_NULL)
     @classmethod
     def _not_null(cls, value: object) -> object:
         # Defaults are not validated, so this sees only an explicit null.
         if value is None:
             raise ValueError("may not be null")
         return value
+
+    @field_validator("failure_mode")
+    @classmethod
+    def _blank_failure_mode_is_none(cls, value: str | None) -> str | None:
+        return value or None
 
 
 class MaintenanceRead(OutputModel):

@@ -49,9 +49,7 @@ _FIELDS = (
 # --- rules ----------------------------------------------------------------------------------
 
 
-def default_status(
-    *, started_at: datetime | None, ended_at: datetime | None
-) -> MaintenanceStatus:
+def default_status(*, started_at: datetime | None, ended_at: datetime | None) -> MaintenanceStatus:
     """Scheduled if no work is recorded yet, completed if it ended, else in progress."""
     if started_at is None and ended_at is None:
         return MaintenanceStatus.scheduled
@@ -264,9 +262,7 @@ def create_record(
     assets_service.get_asset(session, tenant_id=principal.tenant_id, asset_id=asset_id)
     values = data.model_dump()
     if values["status"] is None:
-        values["status"] = default_status(
-            started_at=data.started_at, ended_at=data.ended_at
-        )
+        values["status"] = default_status(started_at=data.started_at, ended_at=data.ended_at)
     _validate(values)
     record = MaintenanceRecord(
         tenant_id=principal.tenant_id,
