@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from foresight.config import Settings
 from foresight.web.app import create_app
@@ -22,8 +23,8 @@ from tests.factories import Factory, TestUser
 MAX_EXAMPLES = int(os.environ.get("FORESIGHT_FUZZ_EXAMPLES", "25"))
 
 # ignored_auth: we replace generated credentials with a valid token on purpose.
-# positive_data_acceptance: opaque cursors and cross-field rules (ended_at >= started_at, min <= max)
-# legitimately refuse some schema-valid inputs with a 422.
+# positive_data_acceptance: opaque cursors and cross-field rules (ended_at >= started_at,
+# min <= max) legitimately refuse some schema-valid inputs with a 422.
 EXCLUDED_CHECKS = [
     schemathesis.checks.ignored_auth,
     schemathesis.checks.positive_data_acceptance,
@@ -35,12 +36,18 @@ schema = schemathesis.openapi.from_dict(_SPEC)
 
 
 @pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Generated bodies reach every maxLength; the 413 limit is tested elsewhere.
+    return settings.model_copy(update={"max_body_bytes": 4 * 1024 * 1024})
+
+
+@pytest.fixture
 def fuzz_admin(factory: Factory) -> TestUser:
     return factory.user(factory.tenant())
 
 
 @schema.parametrize()
-@settings(
+@hypothesis_settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
     suppress_health_check=list(HealthCheck),

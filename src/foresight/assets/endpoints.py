@@ -19,7 +19,6 @@ from foresight.assets.schemas import (
     AssetRead,
     AssetSort,
     AssetUpdate,
-    CleanStr,
     CriticalityIn,
     SensorCreate,
     SensorPage,
@@ -27,6 +26,7 @@ from foresight.assets.schemas import (
     SensorUpdate,
     StatusIn,
 )
+from foresight.kit.schemas import CleanStr
 from foresight.web.deps import AssetWriter, Reader, SessionDep
 
 router = APIRouter()

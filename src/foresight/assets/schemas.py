@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from foresight.kit.schemas import InputModel, OutputModel, Page
+from foresight.kit.schemas import CleanStr, InputModel, OutputModel, Page, check_text
 from foresight.models.enums import AssetStatus, Criticality, SensorKind
 
 METADATA_MAX_BYTES = 16 * 1024
@@ -34,20 +34,6 @@ SENSOR_KEY_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 
 # --- text hygiene ---------------------------------------------------------------------------
-
-
-def check_text(value: str) -> str:
-    """Refuse what no database stores: NUL characters and lone UTF-16 surrogates."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from exc
-    return value
-
-
-CleanStr = Annotated[str, AfterValidator(check_text)]
 
 
 def _text(max_length: int, *, min_length: int = 0, description: str | None = None) -> Any:

@@ -25,12 +25,12 @@ from foresight.assets.schemas import (
     SensorPage,
     SensorRead,
     SensorUpdate,
-    check_text,
 )
 from foresight.audit import service as audit_service
 from foresight.auth.schemas import Principal
 from foresight.kit.errors import Conflict, FieldError, InvalidInput, NotFound
 from foresight.kit.pagination import decode_cursor, encode_cursor
+from foresight.kit.schemas import check_text
 from foresight.kit.time import as_utc
 from foresight.models import Asset, Sensor
 

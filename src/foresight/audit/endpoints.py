@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from foresight.audit import service
 from foresight.audit.schemas import AuditPage, VerifyReport
-from foresight.kit.schemas import IsoDatetime
+from foresight.kit.schemas import CleanStr, UtcDatetime
 from foresight.web.deps import AuditReader, SessionDep
 
 router = APIRouter(tags=["audit"])
@@ -16,13 +16,13 @@ router = APIRouter(tags=["audit"])
 def list_audit_entries(
     principal: AuditReader,
     session: SessionDep,
-    action: Annotated[str | None, Query(max_length=64)] = None,
-    object_type: Annotated[str | None, Query(max_length=64)] = None,
-    object_id: Annotated[str | None, Query(max_length=64)] = None,
-    since: IsoDatetime | None = None,
-    until: IsoDatetime | None = None,
+    action: Annotated[CleanStr | None, Query(max_length=64)] = None,
+    object_type: Annotated[CleanStr | None, Query(max_length=64)] = None,
+    object_id: Annotated[CleanStr | None, Query(max_length=64)] = None,
+    since: UtcDatetime | None = None,
+    until: UtcDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[CleanStr | None, Query(max_length=512)] = None,
 ) -> AuditPage:
     """The caller's tenant's audit trail, newest first."""
     return service.list_entries(

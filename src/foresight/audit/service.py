@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from foresight.audit import repository
 from foresight.audit.schemas import Actor, AuditEntryRead, AuditPage, ChainProblem, VerifyReport
 from foresight.kit.context import request_id_var
+from foresight.kit.errors import FieldError, InvalidInput
 from foresight.kit.pagination import decode_cursor, encode_cursor
 from foresight.kit.time import as_utc, utcnow
 from foresight.models import AuditChainHead, AuditEntry
@@ -112,36 +113,44 @@ def diff(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
 def verify(session: Session, *, tenant_id: uuid.UUID | None = None) -> VerifyReport:
     """Walk every chain (or only ``tenant_id``'s) and report the first bad entry of each."""
     chain_filter = None if tenant_id is None else repository.chain_for(tenant_id)
-    heads = repository.chains(session, chain_filter)
+    heads = [(h.chain, h.last_seq, h.last_hash) for h in repository.chains(session, chain_filter)]
+    # A chain whose head row was deleted is still walked: losing the head must not hide edits.
+    orphans = [
+        (chain, None, None)
+        for chain in repository.orphan_chains(session)
+        if chain_filter is None or chain == chain_filter
+    ]
     problems: list[ChainProblem] = []
     checked = 0
-    for head in heads:
-        count, problem = _verify_chain(session, head)
+    for chain, head_seq, head_hash in [*heads, *orphans]:
+        count, problem = _verify_chain(session, chain, head_seq, head_hash)
         checked += count
         if problem:
             problems.append(problem)
-    for chain in repository.orphan_chains(session):
-        if chain_filter is None or chain == chain_filter:
-            problems.append(
-                ChainProblem(chain=chain, seq=None, entry_id=None, reason="chain head row missing")
-            )
     return VerifyReport(
-        ok=not problems, chains_checked=len(heads), entries_checked=checked, problems=problems
+        ok=not problems,
+        chains_checked=len(heads) + len(orphans),
+        entries_checked=checked,
+        problems=problems,
     )
 
 
-def _verify_chain(session: Session, head: AuditChainHead) -> tuple[int, ChainProblem | None]:
-    chain, head_seq, head_hash = head.chain, head.last_seq, head.last_hash
+def _verify_chain(
+    session: Session, chain: str, head_seq: int | None, head_hash: str | None
+) -> tuple[int, ChainProblem | None]:
+    """``head_seq``/``head_hash`` are None when the chain's head row is missing."""
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
+    last_id: int | None = None
     for entry in repository.iter_chain(session, chain):
         count += 1
         if entry.seq != expected_seq:
+            # The first bad entry is the missing one: name it, as for a deleted tail.
             return count, ChainProblem(
                 chain=chain,
-                seq=entry.seq,
-                entry_id=entry.id,
-                reason=f"sequence gap: expected seq {expected_seq}, found {entry.seq} "
-                "(an entry was deleted)",
+                seq=expected_seq,
+                entry_id=None,
+                reason=f"sequence gap: entry seq {expected_seq} is missing, the chain continues "
+                f"at seq {entry.seq} (an entry was deleted)",
             )
         if entry.prev_hash != prev_hash:
             return count, ChainProblem(
@@ -158,9 +167,25 @@ def _verify_chain(session: Session, head: AuditChainHead) -> tuple[int, ChainPro
                 entry_id=entry.id,
                 reason="content does not match its hash (the entry was edited)",
             )
-        prev_hash, expected_seq = entry.hash, expected_seq + 1
+        prev_hash, expected_seq, last_id = entry.hash, expected_seq + 1, entry.id
     last_seq = expected_seq - 1
-    if last_seq != head_seq or prev_hash != head_hash:
+    if head_seq is None:
+        return count, ChainProblem(
+            chain=chain,
+            seq=None,
+            entry_id=None,
+            reason=f"chain head row missing (the {last_seq} entries present are consistent, "
+            "but deletions from the end can no longer be detected)",
+        )
+    if last_seq == head_seq and prev_hash != head_hash:
+        return count, ChainProblem(
+            chain=chain,
+            seq=last_seq,
+            entry_id=last_id,
+            reason="the last entry does not match the hash its chain head records "
+            "(it was replaced or edited and re-hashed)",
+        )
+    if last_seq != head_seq:
         return count, ChainProblem(
             chain=chain,
             seq=min(last_seq, head_seq) + 1,
@@ -183,7 +208,7 @@ def list_entries(
     cursor: str | None = None,
     limit: int = 50,
 ) -> AuditPage:
-    before_seq = int(decode_cursor(cursor, length=1)[0]) if cursor else None
+    before_seq = _cursor_seq(cursor) if cursor else None
     rows = repository.list_entries(
         session,
         chain=repository.chain_for(tenant_id),
@@ -198,6 +223,17 @@ def list_entries(
     items = [to_read(row) for row in rows[:limit]]
     next_cursor = encode_cursor([rows[limit - 1].seq]) if len(rows) > limit else None
     return AuditPage(items=items, next_cursor=next_cursor)
+
+
+def _cursor_seq(cursor: str) -> int:
+    value = decode_cursor(cursor, length=1)[0]
+    # A well-formed cursor that does not hold a sequence number must not surface as a 500.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(
+            "The pagination cursor is malformed; pass back the next_cursor of a previous page.",
+            errors=[FieldError(["query", "cursor"], "malformed cursor", "cursor_invalid")],
+        )
+    return value
 
 
 def to_read(entry: AuditEntry) -> AuditEntryRead:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from foresight.models import ApiKey, Role, User
@@ -28,10 +28,14 @@ def list_users(
 
 
 def count_active_admins(session: Session, *, tenant_id: uuid.UUID) -> int:
-    stmt = select(func.count()).where(
-        User.tenant_id == tenant_id, User.role == Role.admin, User.is_active.is_(True)
+    # Locking the rows (PostgreSQL; SQLite writers are serialised anyway) stops two admins who
+    # demote each other concurrently from both seeing two admins and leaving the tenant with none.
+    stmt = (
+        select(User.id)
+        .where(User.tenant_id == tenant_id, User.role == Role.admin, User.is_active.is_(True))
+        .with_for_update()
     )
-    return int(session.scalar(stmt) or 0)
+    return len(session.scalars(stmt).all())
 
 
 def add(session: Session, obj: User | ApiKey) -> None:

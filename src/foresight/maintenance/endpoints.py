@@ -114,7 +114,7 @@ def list_upcoming_maintenance(
     )
 
 
-@router.get("/maintenance/{record_id}", response_model=MaintenanceRead)
+@router.get("/maintenance/{record_id:uuid}", response_model=MaintenanceRead)
 def get_maintenance(
     record_id: uuid.UUID, principal: Reader, session: SessionDep
 ) -> MaintenanceRead:
@@ -122,7 +122,7 @@ def get_maintenance(
     return MaintenanceRead.model_validate(record)
 
 
-@router.patch("/maintenance/{record_id}", response_model=MaintenanceRead)
+@router.patch("/maintenance/{record_id:uuid}", response_model=MaintenanceRead)
 def update_maintenance(
     record_id: uuid.UUID, body: MaintenanceUpdate, principal: MaintenanceWriter, session: SessionDep
 ) -> MaintenanceRead:
@@ -131,7 +131,7 @@ def update_maintenance(
     return MaintenanceRead.model_validate(record)
 
 
-@router.delete("/maintenance/{record_id}", status_code=HTTPStatus.NO_CONTENT)
+@router.delete("/maintenance/{record_id:uuid}", status_code=HTTPStatus.NO_CONTENT)
 def delete_maintenance(
     record_id: uuid.UUID, principal: MaintenanceWriter, session: SessionDep
 ) -> Response:

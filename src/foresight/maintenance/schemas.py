@@ -17,15 +17,13 @@ Every write (create, and the merged record of a PATCH) must satisfy:
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator
 
-from foresight.kit.schemas import InputModel, OutputModel, Page
-from foresight.kit.time import as_utc
+from foresight.kit.schemas import InputModel, OutputModel, Page, UtcDatetime, check_text
 from foresight.models.enums import MaintenanceKind, MaintenanceStatus
 
 # Numeric(14, 2): twelve digits before the point.
@@ -37,38 +35,14 @@ FAILURE_MODE_MAX = 200
 NOTES_MAX = 20_000
 
 
-_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
-
-
-def _iso_only(value: object) -> object:
-    """Refuse Unix timestamps (which pydantic would take): the API documents ISO 8601."""
-    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
-        raise ValueError("expected an ISO 8601 date-time, e.g. 2025-03-01T08:00:00Z")
-    return value
-
-
-def _to_utc(value: datetime) -> datetime:
-    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
-    try:
-        return as_utc(value)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00+05:00 has no UTC equivalent
-        raise ValueError("datetime out of range once converted to UTC") from exc
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 def _round_cents(value: float) -> float:
     return round(value, 2)
 
 
-UtcDateTime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
-Title = Annotated[str, Field(max_length=TITLE_MAX), AfterValidator(_no_nul)]
-FailureMode = Annotated[str, Field(max_length=FAILURE_MODE_MAX), AfterValidator(_no_nul)]
-Notes = Annotated[str, Field(max_length=NOTES_MAX), AfterValidator(_no_nul)]
+UtcDateTime = UtcDatetime
+Title = Annotated[str, Field(max_length=TITLE_MAX), AfterValidator(check_text)]
+FailureMode = Annotated[str, Field(max_length=FAILURE_MODE_MAX), AfterValidator(check_text)]
+Notes = Annotated[str, Field(max_length=NOTES_MAX), AfterValidator(check_text)]
 Cost = Annotated[
     float,
     Field(ge=0, le=MAX_COST, allow_inf_nan=False, description="Rounded to cents"),

@@ -15,6 +15,7 @@ from foresight.kit.context import request_id_var
 from foresight.kit.logging import get_logger
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_CONVERTOR = re.compile(r":[a-z]+\}")
 log = get_logger("foresight.access")
 
 
@@ -114,6 +115,7 @@ class RequestContextMiddleware:
             status=413,
             slug="payload-too-large",
             detail=f"The request body exceeds {limit} bytes.",
+            instance=scope.get("path"),
         )
         await response(scope, _empty_receive, send)
 
@@ -131,4 +133,5 @@ def _route_template(scope: Scope) -> str:
     # FastAPI keeps included routers nested: the route's path lacks the include prefix.
     included = (scope.get("fastapi") or {}).get("included_router")
     prefix = getattr(getattr(included, "include_context", None), "prefix", "") or ""
-    return f"{prefix}{path}" if not str(path).startswith(prefix) else str(path)
+    template = f"{prefix}{path}" if not str(path).startswith(prefix) else str(path)
+    return _CONVERTOR.sub("}", template)  # {record_id:uuid} -> {record_id}

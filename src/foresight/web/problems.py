@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from foresight.kit.context import request_id_var
@@ -52,13 +52,14 @@ def problem_response(
     detail: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    instance: str | None = None,
 ) -> JSONResponse:
     body = {
         "type": problem_type(slug),
         "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "instance": request.url.path if request is not None else None,
+        "instance": request.url.path if request is not None else instance,
         "request_id": request_id_var.get(),
         "errors": errors or [],
     }
@@ -140,6 +141,8 @@ def _allowed_methods(request: Request) -> list[str]:
         for template, operations in request.app.openapi().get("paths", {}).items():
             regex = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
             table.append((re.compile(f"^{regex}$"), sorted(m.upper() for m in operations)))
+        # Literal paths first: /maintenance/upcoming before /maintenance/{record_id}.
+        table.sort(key=lambda entry: entry[0].pattern.count("[^/]+"))
         request.app.state.allowed_methods = table
     for compiled, methods in table:
         if compiled.match(request.url.path):
@@ -156,6 +159,18 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
         slug="conflict",
         title="Conflict",
         detail="The change conflicts with existing data (a concurrent request won the race).",
+    )
+
+
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # Schemas refuse what a database cannot store; this is the net under them.
+    log.warning("data_error", error=str(exc).splitlines()[0])
+    return problem_response(
+        request,
+        status=422,
+        slug="validation-error",
+        title="Invalid input",
+        detail="A value cannot be stored (out of range, or characters the database refuses).",
     )
 
 
@@ -183,6 +198,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(OperationalError, _operational_error)
     app.add_exception_handler(Exception, _unhandled)
 
