@@ -73,6 +73,11 @@ def test_demo_sign_in_against_a_running_server(
     )
     assert me.status_code == 200 and me.json()["tenant_name"] == "demo"
     assert me.json()["role"] == "admin"
+    assets = httpx.get(
+        f"{base}/api/v1/assets?limit=100",
+        headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+    ).json()["items"]
+    assert {"SITE-A", "LINE-1", "PUMP-001", "MOTOR-001", "CONV-001"} <= {a["tag"] for a in assets}
     proc.terminate()
     _, stderr = proc.communicate(timeout=30)
     # Structured JSON logs, with the request id on the access lines.

@@ -275,26 +275,17 @@ def audit_verify(
 
 @demo_app.command("seed")
 def demo_seed() -> None:
-    """Create the demo tenant and its admin if missing, and print how to sign in."""
+    """Create the demo tenant, its admin and a small plant if missing; print how to sign in."""
+    from foresight import demo
+
     settings = _settings()
     with _unit_of_work() as session:
-        from foresight.tenants import repository as tenants_repository
-
-        tenant = tenants_repository.get_by_name(session, settings.demo_tenant)
-        if tenant is None:
-            tenant = tenants_service.create(session, name=settings.demo_tenant, actor=_actor())
-            auth_service.create_user(
-                session,
-                tenant_id=tenant.id,
-                data=UserCreate(
-                    email=settings.demo_email,
-                    password=settings.demo_password,
-                    role=Role.admin,
-                    full_name="Demo Admin",
-                ),
-                actor=_actor(tenant.id),
-            )
-            out.print(f"created demo tenant {tenant.name!r} with admin {settings.demo_email}")
+        tenant = demo.seed(session, settings, _actor())
+    if tenant is not None:
+        out.print(
+            f"created demo tenant {tenant.name!r}: admin {settings.demo_email}, "
+            "site SITE-A / line LINE-1 with pumps, a motor and a conveyor"
+        )
     base = f"http://{settings.host}:{settings.port}"
     password = settings.demo_password.get_secret_value()
     body = json.dumps({"email": settings.demo_email, "password": password})
