@@ -103,3 +103,18 @@ def test_openapi_documents_problem_responses(client: TestClient) -> None:
     responses = spec["paths"]["/api/v1/users"]["post"]["responses"]
     assert "application/problem+json" in responses["422"]["content"]
     assert client.get("/docs").status_code == 200
+
+
+def test_unexpected_errors_are_500_problems_with_the_request_id(client: TestClient) -> None:
+    def explode() -> None:
+        raise RuntimeError("boom")
+
+    client.app.add_api_route("/explode", explode)  # type: ignore[attr-defined]
+    response = client.get("/explode", headers={"X-Request-ID": "req-500"})
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["x-request-id"] == "req-500"
+    body = response.json()
+    assert body["request_id"] == "req-500" and body["instance"] == "/explode"
+    assert "boom" not in response.text  # internals are logged, not returned
+    assert 'route="/explode",status="500"' in client.get("/metrics").text

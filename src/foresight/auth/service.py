@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -39,6 +39,7 @@ from foresight.models import ActorType, ApiKey, Role, User
 from foresight.tenants import service as tenants_service
 
 INVALID_CREDENTIALS = "Invalid e-mail or password."
+API_KEY_USE_RESOLUTION = timedelta(minutes=5)
 
 
 # --- sign-in and tokens ---------------------------------------------------------------------
@@ -124,6 +125,11 @@ def principal_from_api_key(session: Session, key: str) -> Principal:
         raise Unauthenticated("The API key is not valid.")
     if api_key.revoked_at is not None:
         raise Unauthenticated("The API key was revoked.")
+    now = utcnow()
+    # Recorded at most every few minutes: devices send often, and this is a hint, not a log.
+    if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_USE_RESOLUTION:
+        api_key.last_used_at = now
+        session.flush()
     return Principal(
         api_key.tenant_id,
         ActorType.api_key,

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from foresight.kit.context import request_id_var
 from foresight.kit.logging import get_logger
 
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 _CONVERTOR = re.compile(r":[a-z]+\}")
 log = get_logger("foresight.access")
 
@@ -49,7 +49,7 @@ class RequestContextMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _REQUEST_ID_OK.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
         log_ctx = structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -75,10 +75,12 @@ class RequestContextMiddleware:
                     raise HTTPException(413, f"The request body exceeds {limit} bytes.")
             return message
 
+        status_started = False
+
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, status_started = message["status"], True
                 message["headers"] = [
                     *message.get("headers", []),
                     (b"x-request-id", request_id.encode()),
@@ -90,6 +92,21 @@ class RequestContextMiddleware:
                 await self._reject_too_large(scope, send_wrapper, limit)
             else:
                 await self.app(scope, limited_receive, send_wrapper)
+        except Exception:
+            # Rendered here, inside the request context, so the 500 carries the request id.
+            log.exception("unhandled_error", path=scope.get("path"))
+            if status_started:
+                raise
+            from foresight.web.problems import problem_response
+
+            response = problem_response(
+                None,
+                status=500,
+                slug="internal-error",
+                detail="An unexpected error occurred.",
+                instance=scope.get("path"),
+            )
+            await response(scope, _empty_receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
