@@ -25,8 +25,8 @@ run: $(STAMP)
 	$(BIN)/foresight serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests migrations
-	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
 	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
