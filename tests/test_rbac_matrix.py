@@ -59,6 +59,8 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/audit"): P.audit_read,
     ("GET", "/api/v1/audit/verify"): P.audit_read,
 }
+# Token refresh changes nothing stored; every other successful non-GET request is audited.
+NOT_AUDITED = {"/api/v1/auth/refresh"}
 OPS_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
 CALLERS = ["anonymous", "api_key", *[r.value for r in Role]]
 
@@ -255,6 +257,9 @@ def test_rbac_matrix(world: World, factory: Factory) -> None:
                 failures.append(
                     f"{label}: expected 2xx, got {response.status_code} {response.text}"
                 )
+            audited = method != "GET" and template not in NOT_AUDITED
+            if allowed and audited and _audit_count(factory) <= before:
+                failures.append(f"{label}: a successful mutation left no audit entry")
             if not allowed:
                 expected = 401 if caller == "anonymous" else 403
                 if response.status_code != expected:
