@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
 
 .PHONY: run test lint typecheck pytest install lock clean
 
@@ -19,10 +17,11 @@ $(STAMP): $(BIN)/python requirements/dev.lock pyproject.toml
 
 install: $(STAMP)
 
+# Another address: FORESIGHT_PORT=8080 make run (any FORESIGHT_* setting applies, .env too).
 run: $(STAMP)
 	$(BIN)/foresight db upgrade
 	$(BIN)/foresight demo seed
-	$(BIN)/foresight serve --host $(HOST) --port $(PORT)
+	$(BIN)/foresight serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
