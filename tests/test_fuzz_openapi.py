@@ -20,7 +20,7 @@ from foresight.config import Settings
 from foresight.web.app import create_app
 from tests.factories import Factory, TestUser
 
-MAX_EXAMPLES = int(os.environ.get("FORESIGHT_FUZZ_EXAMPLES", "25"))
+MAX_EXAMPLES = int(os.environ.get("FORESIGHT_FUZZ_EXAMPLES", "50"))
 
 # ignored_auth: we replace generated credentials with a valid token on purpose.
 # positive_data_acceptance: opaque cursors and cross-field rules (ended_at >= started_at,

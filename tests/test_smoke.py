@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
+from foresight.models import Tenant
+from foresight.web.deps import SessionDep
 from tests.factories import PASSWORD, Factory
 
 
@@ -19,3 +22,25 @@ def test_login_and_me(client: TestClient, factory: Factory) -> None:
 def test_new_rows_have_updated_at_equal_to_created_at(factory: Factory) -> None:
     tenant = factory.tenant()
     assert tenant.updated_at == tenant.created_at
+
+
+def test_a_failed_commit_is_an_error_response_not_a_2xx(
+    client: TestClient, factory: Factory
+) -> None:
+    existing = factory.tenant()
+
+    def add_duplicate(session: SessionDep) -> dict[str, str]:
+        # Not flushed: the unique violation surfaces only at commit, after the endpoint returns.
+        session.add(Tenant(name=existing.name, settings={}))
+        return {"status": "created"}
+
+    client.app.add_api_route(  # type: ignore[attr-defined]
+        "/test/duplicate-tenant", add_duplicate, methods=["POST"], status_code=201
+    )
+    response = client.post("/test/duplicate-tenant")
+    assert response.status_code == 409, response.text
+    with factory.db.transaction(write=False) as session:
+        count = session.scalar(
+            select(func.count()).select_from(Tenant).where(Tenant.name == existing.name)
+        )
+    assert count == 1

@@ -38,18 +38,13 @@ def get_session(
     request: Request, db: Annotated[Database, Depends(get_database)]
 ) -> Iterator[Session]:
     """One transaction per request, committed when the endpoint returns without error."""
-    session = db.new_session(write=request.method not in _READ_METHODS)
-    try:
+    with db.transaction(write=request.method not in _READ_METHODS) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit runs when the endpoint returns, before the response is sent,
+# so a 2xx always means committed (a failed commit becomes an error response instead).
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
