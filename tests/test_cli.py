@@ -108,6 +108,8 @@ def test_errors_are_clear_and_exit_non_zero(cli: CliRunner) -> None:
     )
     assert code == 2
     assert invoke(cli, "apikey", "create", "--tenant", "nope")[0] == 1
+    code, _, err = invoke(cli, "tenant", "create", "bad/name")
+    assert code == 1 and "Invalid tenant name" in err
 
 
 def test_audit_verify_names_the_first_tampered_entry(cli: CliRunner, db: Database) -> None:

@@ -2,17 +2,28 @@ from __future__ import annotations
 
 import uuid
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
 from foresight.audit.schemas import Actor
-from foresight.kit.errors import Conflict, FieldError, NotFound
+from foresight.kit.errors import Conflict, FieldError, InvalidInput, NotFound
 from foresight.models import Tenant
 from foresight.tenants import repository
-from foresight.tenants.schemas import TenantUpdate
+from foresight.tenants.schemas import TenantName, TenantUpdate
+
+_NAME = TypeAdapter(TenantName)
 
 
 def create(session: Session, *, name: str, actor: Actor) -> Tenant:
+    try:
+        name = _NAME.validate_python(name)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"Invalid tenant name {name!r}: 1-100 letters, digits, spaces, '_', '.' or '-', "
+            "starting with a letter or digit.",
+            errors=[FieldError(["name"], "invalid tenant name", "string_pattern_mismatch")],
+        ) from exc
     if repository.get_by_name(session, name) is not None:
         raise Conflict(
             f"A tenant named {name!r} already exists.",
