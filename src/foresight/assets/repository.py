@@ -6,11 +6,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import SQLColumnExpression, and_, case, func, literal, or_, select
+from sqlalchemy import SQLColumnExpression, and_, case, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from foresight.assets.schemas import AssetFilters
-from foresight.models import Asset, Criticality, Sensor, Tenant
+from foresight.models import Asset, Criticality, Sensor, SeriesLatest, Tenant
 
 # A bound on hierarchy walks, so even corrupt data (a cycle written outside the API) terminates.
 MAX_WALK_DEPTH = 1000
@@ -46,6 +46,18 @@ def add(session: Session, obj: Asset | Sensor) -> None:
 def delete(session: Session, obj: Asset | Sensor) -> None:
     session.delete(obj)
     session.flush()
+
+
+def next_series_id(session: Session) -> int:
+    """A new sensor's time-series id, never reused (a deleted sensor's points may remain).
+
+    A sequence on PostgreSQL; on SQLite one past the highest id any sensor or any stored point
+    ever had (safe: SQLite writers hold the database lock for their whole transaction).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return int(session.scalar(text("SELECT nextval('sensor_series_id_seq')")) or 0)
+    highest = select(func.max(Sensor.series_id)).union_all(select(func.max(SeriesLatest.series_id)))
+    return max((int(v) for v in session.scalars(highest) if v is not None), default=0) + 1
 
 
 def count_children(session: Session, *, tenant_id: uuid.UUID, asset_id: uuid.UUID) -> int:

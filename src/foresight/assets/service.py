@@ -373,6 +373,7 @@ def create_sensor(
         expected_min=data.expected_min,
         expected_max=data.expected_max,
         sampling_interval_s=data.sampling_interval_s,
+        series_id=repository.next_series_id(session),
     )
     repository.add(session, sensor)
     audit_service.record(

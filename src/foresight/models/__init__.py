@@ -14,6 +14,7 @@ from foresight.models.enums import (
     SensorKind,
 )
 from foresight.models.maintenance import MaintenanceRecord
+from foresight.models.timeseries import Reading, Rollup, SeriesLatest
 
 __all__ = [
     "ActorType",
@@ -27,9 +28,12 @@ __all__ = [
     "MaintenanceKind",
     "MaintenanceRecord",
     "MaintenanceStatus",
+    "Reading",
     "Role",
+    "Rollup",
     "Sensor",
     "SensorKind",
+    "SeriesLatest",
     "Tenant",
     "User",
 ]

@@ -4,7 +4,16 @@ import uuid
 from datetime import date
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from foresight.kit.db import Base, IdMixin, JSONType, TimestampMixin
@@ -69,3 +78,5 @@ class Sensor(IdMixin, TimestampMixin, Base):
     expected_min: Mapped[float | None] = mapped_column(Float, default=None)
     expected_max: Mapped[float | None] = mapped_column(Float, default=None)
     sampling_interval_s: Mapped[float | None] = mapped_column(Float, default=None)
+    # Integer surrogate used by the time-series tables (compact keys for billions of points).
+    series_id: Mapped[int] = mapped_column(BigInteger, unique=True)

@@ -1,0 +1,1 @@
+"""The time-series store: raw points, rollups, latest values and their queries."""
