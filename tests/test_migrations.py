@@ -14,7 +14,9 @@ from foresight.timeseries.store import forget_partitions
 
 def _diff(db: Database) -> list[object]:
     with db.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": migrate.include_name}
+        )
         return list(compare_metadata(context, Base.metadata))
 
 

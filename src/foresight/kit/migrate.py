@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,15 @@ from alembic.config import Config
 from sqlalchemy import Connection
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+# Tables the application creates at run time (weekly partitions of ``readings``), which
+# autogenerate must not take for strays to drop.
+RUNTIME_TABLE = re.compile(r"^readings_p\d+$")
+
+
+def include_name(name: str | None, type_: str, _parent: object) -> bool:
+    return not (type_ == "table" and name is not None and RUNTIME_TABLE.match(name))
 
 
 def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:

@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from foresight.config import get_settings
 from foresight.kit.db import create_db_engine
+from foresight.kit.migrate import include_name
 from foresight.models import Base
 
 config = context.config
@@ -20,6 +21,7 @@ def _run(connection: Connection) -> None:
         # SQLite cannot ALTER most things in place; batch mode rebuilds the table.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from foresight.models.timeseries import RESOLUTIONS_S
@@ -129,11 +129,12 @@ def partition_index(ts_ms: int) -> int:
 def ensure_partitions(session: Session, indices: set[int]) -> None:
     """Create the weekly ``readings`` partitions these points need (once per process)."""
     engine = session.get_bind()
+    assert isinstance(engine, Engine)
     known = _known_partitions.setdefault(str(engine.url), set())
     missing = indices - known
     if not missing:
         return
-    with _partition_lock, engine.connect() as conn:  # type: ignore[union-attr]
+    with _partition_lock, engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         for index in sorted(missing):
             low, high = index * PARTITION_SPAN_MS, (index + 1) * PARTITION_SPAN_MS
