@@ -56,11 +56,13 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/maintenance/{record_id}"): P.read,
     ("PATCH", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
     ("DELETE", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
+    ("POST", "/api/v1/readings"): P.ingest,
     ("GET", "/api/v1/audit"): P.audit_read,
     ("GET", "/api/v1/audit/verify"): P.audit_read,
 }
 # Token refresh changes nothing stored; every other successful non-GET request is audited.
-NOT_AUDITED = {"/api/v1/auth/refresh"}
+# Readings are data, not configuration: points are not audited (sensors they create are).
+NOT_AUDITED = {"/api/v1/auth/refresh", "/api/v1/readings"}
 OPS_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
 CALLERS = ["anonymous", "api_key", *[r.value for r in Role]]
 
@@ -86,6 +88,11 @@ class World:
     def asset(self) -> str:
         tag = f"A-{uuid.uuid4().hex[:8]}"
         return str(self.post("/api/v1/assets", {"tag": tag, "name": tag})["id"])
+
+    def asset_tag(self) -> str:
+        tag = f"A-{uuid.uuid4().hex[:8]}"
+        self.post("/api/v1/assets", {"tag": tag, "name": tag})
+        return tag
 
     def sensor(self, asset_id: str) -> str:
         key = f"s_{uuid.uuid4().hex[:8]}"
@@ -184,6 +191,10 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
             "/api/v1/maintenance/{r}", {"notes": "checked"}
         ),
         ("DELETE", "/api/v1/maintenance/{record_id}"): with_record("/api/v1/maintenance/{r}"),
+        ("POST", "/api/v1/readings"): lambda: (
+            "/api/v1/readings",
+            {"equipment_id": w.asset_tag(), "temperature": 65.2, "vibration": 2.1},
+        ),
         ("GET", "/api/v1/audit"): lambda: ("/api/v1/audit", None),
         ("GET", "/api/v1/audit/verify"): lambda: ("/api/v1/audit/verify", None),
     }

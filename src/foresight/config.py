@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     refresh_token_days: Annotated[int, Field(ge=1, le=365)] = 14
 
     max_body_bytes: Annotated[int, Field(ge=1024)] = 10 * 1024 * 1024
+    # A gzip body may expand to at most this many bytes (decompression bombs are refused).
+    max_decompressed_bytes: Annotated[int, Field(ge=1024)] = 100 * 1024 * 1024
+
+    # Ingestion: points stamped further ahead than this are refused.
+    ingest_max_future_s: Annotated[float, Field(ge=0)] = 300.0
+    # Points accepted but not yet committed; beyond this the API answers 503 + Retry-After.
+    ingest_max_pending_points: Annotated[int, Field(ge=1000)] = 1_000_000
+    # Points the writer commits together at most (group commit).
+    ingest_group_points: Annotated[int, Field(ge=100)] = 50_000
     log_level: str = "INFO"
     log_json: bool = True
     cors_origins: list[str] = Field(default_factory=list)

@@ -106,6 +106,24 @@ def get_assets(
     return {asset.id: asset for asset in session.scalars(stmt)}
 
 
+def series_by_tag(
+    session: Session, *, tenant_id: uuid.UUID, tags: list[str]
+) -> dict[str, tuple[uuid.UUID, dict[str, int]]]:
+    """For each known tag: the asset id and its sensors' series ids by key (one query)."""
+    found: dict[str, tuple[uuid.UUID, dict[str, int]]] = {}
+    for start in range(0, len(tags), 500):
+        stmt = (
+            select(Asset.tag, Asset.id, Sensor.key, Sensor.series_id)
+            .outerjoin(Sensor, and_(Sensor.asset_id == Asset.id, Sensor.tenant_id == tenant_id))
+            .where(Asset.tenant_id == tenant_id, Asset.tag.in_(tags[start : start + 500]))
+        )
+        for tag, asset_id, key, series_id in session.execute(stmt):
+            _, sensors = found.setdefault(tag, (asset_id, {}))
+            if key is not None:
+                sensors[key] = series_id
+    return found
+
+
 @dataclass(frozen=True)
 class Keyset:
     """The position after which a page starts: the sort key's value and the row's id."""

@@ -444,3 +444,10 @@ def delete_sensor(
         object_id=sensor_id,
         changes=snapshot,
     )
+
+
+def series_by_tag(
+    session: Session, *, tenant_id: uuid.UUID, tags: list[str]
+) -> dict[str, tuple[uuid.UUID, dict[str, int]]]:
+    """Ingestion's lookup: tag → (asset id, {sensor key: series id}) for the tags that exist."""
+    return repository.series_by_tag(session, tenant_id=tenant_id, tags=tags)

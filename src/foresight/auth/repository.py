@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from foresight.models import ApiKey, Role, User
@@ -63,3 +63,7 @@ def list_api_keys(
         )
     stmt = stmt.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
     return list(session.scalars(stmt))
+
+
+def touch_api_key(session: Session, *, key_id: uuid.UUID, now: datetime) -> None:
+    session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -125,11 +126,6 @@ def principal_from_api_key(session: Session, key: str) -> Principal:
         raise Unauthenticated("The API key is not valid.")
     if api_key.revoked_at is not None:
         raise Unauthenticated("The API key was revoked.")
-    now = utcnow()
-    # Recorded at most every few minutes: devices send often, and this is a hint, not a log.
-    if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_USE_RESOLUTION:
-        api_key.last_used_at = now
-        session.flush()
     return Principal(
         api_key.tenant_id,
         ActorType.api_key,
@@ -137,6 +133,21 @@ def principal_from_api_key(session: Session, key: str) -> Principal:
         f"api-key:{api_key.prefix}" + (f" ({api_key.label})" if api_key.label else ""),
         None,
     )
+
+
+_last_recorded_use: dict[uuid.UUID, float] = {}
+
+
+def api_key_use_due(key_id: uuid.UUID) -> bool:
+    """Whether this process should record the key's use now (at most every few minutes)."""
+    last = _last_recorded_use.get(key_id)
+    return last is None or time.monotonic() - last > API_KEY_USE_RESOLUTION.total_seconds()
+
+
+def record_api_key_use(session: Session, *, key_id: uuid.UUID) -> None:
+    # A hint for admins ("is this device still sending?"), not a log: devices send often.
+    _last_recorded_use[key_id] = time.monotonic()
+    repository.touch_api_key(session, key_id=key_id, now=utcnow())
 
 
 def me(session: Session, principal: Principal) -> Me:

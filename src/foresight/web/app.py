@@ -13,6 +13,8 @@ from foresight import __version__
 from foresight.assets import endpoints as assets_endpoints
 from foresight.audit import endpoints as audit_endpoints
 from foresight.auth import endpoints as auth_endpoints
+from foresight.ingest import endpoints as ingest_endpoints
+from foresight.ingest.bus import InProcessBus
 from foresight.config import Settings, get_settings
 from foresight.kit.db import Database
 from foresight.kit.logging import configure_logging, get_logger
@@ -31,6 +33,7 @@ def api_router() -> APIRouter:
         tenants_endpoints,
         assets_endpoints,
         maintenance_endpoints,
+        ingest_endpoints,
         audit_endpoints,
     ):
         router.include_router(module.router)
@@ -49,9 +52,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("startup", env=settings.env.value, database=db.engine.url.render_as_string())
-        yield
-        if owns_db:
-            db.dispose()
+        bus.start()
+        try:
+            yield
+        finally:
+            bus.stop()  # drains what was accepted before closing the database
+            if owns_db:
+                db.dispose()
 
     app = FastAPI(
         title="Foresight",
@@ -62,6 +69,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics(CollectorRegistry())
+    bus = InProcessBus(
+        db,
+        max_pending_points=settings.ingest_max_pending_points,
+        max_group_points=settings.ingest_group_points,
+    )
+    app.state.ingest_bus = bus
     problems.install(app)
     app.include_router(ops.router)
     app.include_router(api_router())

@@ -15,6 +15,7 @@ from foresight.auth.schemas import Principal
 from foresight.config import Settings
 from foresight.kit.db import Database
 from foresight.kit.errors import Unauthenticated
+from foresight.models import ActorType
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -80,5 +81,28 @@ UserAdmin = Annotated[Principal, Depends(require(Permission.users_manage))]
 KeyAdmin = Annotated[Principal, Depends(require(Permission.apikeys_manage))]
 SettingsAdmin = Annotated[Principal, Depends(require(Permission.settings_manage))]
 AuditReader = Annotated[Principal, Depends(require(Permission.audit_read))]
-Ingestor = Annotated[Principal, Depends(require(Permission.ingest))]
+
+
+def get_ingest_principal(
+    request: Request,
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    api_key: Annotated[str | None, Security(api_key_scheme)],
+) -> Principal:
+    """The ingest routes' caller, from a short read-only transaction of its own.
+
+    Ingest endpoints hold no session while they wait for the writer (on SQLite a writer session
+    held by the request would block the very writer it waits for).
+    """
+    db: Database = request.app.state.db
+    with db.transaction(write=False) as session:
+        principal = get_principal(session, settings, bearer, api_key)
+        auth_service.require(principal, Permission.ingest)
+    if principal.kind is ActorType.api_key and auth_service.api_key_use_due(principal.id):
+        with db.transaction() as session:
+            auth_service.record_api_key_use(session, key_id=principal.id)
+    return principal
+
+
+Ingestor = Annotated[Principal, Depends(get_ingest_principal)]
 DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -72,7 +72,10 @@ def _jsonable_loc(loc: Any) -> list[str | int]:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return problem_response(
         request,
         status=exc.status,
@@ -80,7 +83,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         title=exc.title,
         detail=exc.detail,
         errors=[e.as_dict() for e in exc.errors],
-        headers=headers,
+        headers=headers or None,
     )
 
 
@@ -206,5 +209,5 @@ def install(app: FastAPI) -> None:
 # Declared on every route so the OpenAPI schema (and schemathesis) know error bodies.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(code).phrase}
-    for code in (400, 401, 403, 404, 409, 413, 422)
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
