@@ -283,6 +283,42 @@ def demo_seed() -> None:
     )
 
 
+@app.command()
+def worker() -> None:
+    """Persist batches from NATS JetStream (needs FORESIGHT_NATS_URL); run as many as you like."""
+    import asyncio
+    import signal
+
+    from foresight.ingest.nats_bus import Worker
+    from foresight.kit.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    if not settings.nats_url:
+        err.print(
+            "[red]error:[/red] FORESIGHT_NATS_URL is not set; the embedded shape needs no worker"
+        )
+        raise typer.Exit(2)
+    database = Database.from_url(settings.effective_database_url)
+    consumer = Worker(
+        database,
+        url=settings.nats_url,
+        stream=settings.nats_stream,
+        subject_prefix=settings.nats_subject_prefix,
+    )
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, consumer.stop)  # finish the fetch in hand, then exit
+        await consumer.run()
+
+    try:
+        asyncio.run(run())
+    finally:
+        database.dispose()
+
+
 def main() -> None:
     app()
 

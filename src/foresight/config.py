@@ -50,6 +50,11 @@ class Settings(BaseSettings):
     ingest_max_pending_points: Annotated[int, Field(ge=1000)] = 1_000_000
     # Points the writer commits together at most (group commit).
     ingest_group_points: Annotated[int, Field(ge=100)] = 50_000
+
+    # Scale-out: with a NATS URL, API nodes publish to JetStream and `foresight worker` persists.
+    nats_url: str = ""
+    nats_stream: str = "FORESIGHT_INGEST"
+    nats_subject_prefix: str = "foresight.ingest"
     log_level: str = "INFO"
     log_json: bool = True
     cors_origins: list[str] = Field(default_factory=list)

@@ -41,11 +41,9 @@ class Unavailable(Exception):
 
 
 class IngestBus(Protocol):
+    """What a door needs: submit a batch, get its outcome once it is durable."""
+
     async def submit(self, batch: Batch) -> Outcome: ...
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 @dataclass

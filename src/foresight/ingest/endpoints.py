@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from foresight.ingest import parse
 from foresight.ingest.batch import Batch, Limits
-from foresight.ingest.bus import InProcessBus, Saturated, Unavailable
+from foresight.ingest.bus import IngestBus, Saturated, Unavailable
 from foresight.ingest.schemas import (
     MAX_ERRORS_RETURNED,
     READINGS_REQUEST_BODY,
@@ -109,7 +109,7 @@ async def ingest_readings(
             str(exc), errors=[FieldError(["body"], str(exc), "body_invalid")]
         ) from exc
     batch.actor_label = principal.label
-    bus: InProcessBus = request.app.state.ingest_bus
+    bus: IngestBus = request.app.state.ingest_bus
     try:
         outcome = await bus.submit(batch)
     except Saturated as exc:
