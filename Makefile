@@ -18,9 +18,14 @@ $(STAMP): $(BIN)/python requirements/dev.lock pyproject.toml
 install: $(STAMP)
 
 # Another address: FORESIGHT_PORT=8080 make run (any FORESIGHT_* setting applies, .env too).
+# Alongside the server, `foresight simulate` backfills a day of history for a simulated plant and
+# streams live readings (it waits for the server to answer); --wear 3 makes failures frequent
+# enough to see (a few a day). Ctrl-C stops both.
 run: $(STAMP)
 	$(BIN)/foresight db upgrade
 	$(BIN)/foresight demo seed
+	$(BIN)/foresight simulate --backfill-hours 24 --interval 5 --wear 3 & sim=$$!; \
+	trap 'kill $$sim 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/foresight serve
 
 lint: $(STAMP)

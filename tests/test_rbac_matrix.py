@@ -57,6 +57,8 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("PATCH", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
     ("DELETE", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
     ("POST", "/api/v1/readings"): P.ingest,
+    ("GET", "/api/v1/assets/{asset_id}/readings"): P.read,
+    ("GET", "/api/v1/assets/{asset_id}/readings/latest"): P.read,
     ("GET", "/api/v1/audit"): P.audit_read,
     ("GET", "/api/v1/audit/verify"): P.audit_read,
 }
@@ -191,6 +193,10 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
             "/api/v1/maintenance/{r}", {"notes": "checked"}
         ),
         ("DELETE", "/api/v1/maintenance/{record_id}"): with_record("/api/v1/maintenance/{r}"),
+        ("GET", "/api/v1/assets/{asset_id}/readings"): with_asset("/api/v1/assets/{a}/readings"),
+        ("GET", "/api/v1/assets/{asset_id}/readings/latest"): with_asset(
+            "/api/v1/assets/{a}/readings/latest"
+        ),
         ("POST", "/api/v1/readings"): lambda: (
             "/api/v1/readings",
             {"equipment_id": w.asset_tag(), "temperature": 65.2, "vibration": 2.1},

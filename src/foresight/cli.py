@@ -8,12 +8,23 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
@@ -21,6 +32,8 @@ from foresight.audit.schemas import Actor
 from foresight.auth import service as auth_service
 from foresight.auth.schemas import ApiKeyCreate, UserCreate
 from foresight.config import Settings, get_settings
+from foresight.ingest import importer
+from foresight.ingest.batch import Limits
 from foresight.kit import migrate
 from foresight.kit.db import Database
 from foresight.kit.errors import DomainError
@@ -43,6 +56,11 @@ for sub, name in (
     (demo_app, "demo"),
 ):
     app.add_typer(sub, name=name)
+import_app = typer.Typer(help="Import files (CSV, CSV.gz or Parquet).", no_args_is_help=True)
+# Every `foresight bench …` command registers on this one sub-app.
+bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(bench_app, name="bench")
 
 out = Console()
 err = Console(stderr=True)
@@ -317,6 +335,362 @@ def worker() -> None:
         asyncio.run(run())
     finally:
         database.dispose()
+
+
+# --- simulate -------------------------------------------------------------------------------
+
+
+@app.command()
+def simulate(
+    url: Annotated[
+        str | None, typer.Option(help="API base URL (default: http://HOST:PORT of the settings)")
+    ] = None,
+    email: Annotated[
+        str | None, typer.Option(help="Sign in as this user (default: the demo admin)")
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option(help="Password of --email (prompted if omitted)")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Send readings with a device key (assets must exist; no maintenance)"),
+    ] = None,
+    assets: Annotated[int, typer.Option(min=1, max=100_000, help="Simulated assets")] = 8,
+    interval: Annotated[float, typer.Option(min=0.01, help="Seconds between live readings")] = 5.0,
+    speed: Annotated[
+        float, typer.Option(min=0.001, help="Simulated seconds per second while live")
+    ] = 1.0,
+    backfill_hours: Annotated[
+        float, typer.Option(min=0, help="Hours of history to send first (quickly)")
+    ] = 0.0,
+    backfill_step: Annotated[
+        float, typer.Option(min=1, help="Seconds between backfilled readings")
+    ] = 60.0,
+    duration: Annotated[
+        float | None, typer.Option(min=0, help="Stop after S seconds live (default: at Ctrl-C)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same plant)")] = 0,
+    batch: Annotated[int, typer.Option(min=1, help="Readings per request")] = 500,
+    wear: Annotated[
+        float, typer.Option(min=0.001, help="Degradation speed multiplier (more failures)")
+    ] = 1.0,
+    wait: Annotated[float, typer.Option(min=0, help="Seconds to wait for the API to be up")] = 60,
+) -> None:
+    """Stream a simulated plant (pumps, motors, conveyors; wear and failures) through the API."""
+    import signal
+
+    from foresight import simulator
+
+    settings = _settings()
+    if url is None:
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        url = f"http://{host}:{settings.port}"
+    if api_key is None and email is None:
+        email = settings.demo_email
+        password = password or settings.demo_password.get_secret_value()
+    elif api_key is None and password is None:
+        password = typer.prompt("Password", hide_input=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `make run` stops the simulator with SIGTERM
+    client = simulator.ApiClient(url, email=email, password=password, api_key=api_key)
+    runner = simulator.Simulator(
+        client,
+        simulator.Plant(assets, seed=seed, wear=wear),
+        interval_s=interval,
+        speed=speed,
+        backfill_hours=backfill_hours,
+        backfill_step_s=backfill_step,
+        duration_s=duration,
+        batch=batch,
+        echo=typer.echo,
+    )
+    try:
+        client.wait_until_up(wait, lambda: typer.echo(f"simulate: waiting for the API at {url}"))
+        runner.run()
+    except KeyboardInterrupt:
+        pass
+    except simulator.SimulationError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+
+
+# --- import -----------------------------------------------------------------------------------
+
+
+def _tenant_id(database: Database, name: str) -> uuid.UUID:
+    try:
+        with database.transaction(write=False) as session:
+            return tenants_service.get_by_name(session, name).id
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+@contextmanager
+def _progress() -> Iterator[importer.ProgressFn]:
+    """A progress bar on stderr; yields the callback the importer reports to."""
+    columns: list[Any] = [
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[counts]}"),
+    ]
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("importing", total=None, counts="")
+
+        def report(position: int, total: int | None, rows: int, done: int) -> None:
+            progress.update(
+                task, completed=position, total=total, counts=f"{rows:,} rows, {done:,} stored"
+            )
+
+        yield report
+
+
+def _print_rejections(rejections: importer.Rejections, line_label: str) -> None:
+    if not rejections.total:
+        return
+    for reason, count in sorted(rejections.counts.items(), key=lambda rc: (-rc[1], rc[0])):
+        out.print(f"    {count:>12,}  {reason}", markup=False, highlight=False, soft_wrap=True)
+    out.print(f"  first problems ({line_label} numbers count from 1):", highlight=False)
+    for line, text in rejections.examples:
+        out.print(f"    {line_label} {line}: {text}", markup=False, highlight=False, soft_wrap=True)
+    hidden = rejections.total - len(rejections.examples)
+    if hidden > 0:
+        out.print(f"    … and {hidden:,} more", highlight=False, soft_wrap=True)
+
+
+def _print_readings_report(report: importer.ReadingsReport) -> None:
+    layout = (
+        f"wide layout, {report.sensor_columns} sensor column(s)"
+        if report.layout == "wide"
+        else "long layout"
+    )
+    rows = [
+        ("rows read", f"{report.rows_read:,}"),
+        (
+            "points accepted",
+            f"{report.points_accepted:,} ({report.points_new:,} new, "
+            f"{report.points_present:,} already present or repeated)",
+        ),
+        ("rejected", f"{report.rejections.total:,}"),
+    ]
+    if report.assets_created or report.sensors_created:
+        rows.append(
+            ("created", f"{report.assets_created:,} asset(s), {report.sensors_created:,} sensor(s)")
+        )
+    rows.append(
+        (
+            "elapsed",
+            f"{report.elapsed_s:.1f} s ({report.points_per_s:,.0f} points/s)",
+        )
+    )
+    out.print(
+        f"imported {report.path.name} ({layout})", markup=False, highlight=False, soft_wrap=True
+    )
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
+    for label, value in rows:
+        out.print(f"  {label:<16} {value}", markup=False, highlight=False, soft_wrap=True)
+        if label == "rejected":
+            _print_rejections(report.rejections, report.line_label)
+
+
+def _import_failed(exc: Exception) -> NoReturn:
+    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    err.print(f"[red]error:[/red] the import stopped: {escape(detail)}", soft_wrap=True)
+    err.print("what was stored before stays; running the import again is safe")
+    raise typer.Exit(1) from exc
+
+
+@import_app.command("readings")
+def import_readings(
+    file: Annotated[Path, typer.Argument(help="A .csv, .csv.gz or .parquet file")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant name")],
+    create_assets: Annotated[
+        bool,
+        typer.Option(
+            "--create-assets", help="Register unknown asset tags (else their rows are refused)"
+        ),
+    ] = False,
+) -> None:
+    """Import readings, wide (asset, ts, <sensor>…) or long (asset, sensor, ts, value).
+
+    ts is ISO 8601 (UTC if zone-less) or epoch seconds. Unknown sensors are created. Points
+    already stored are skipped, so an interrupted import can simply be run again.
+    """
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    importer.tune_for_bulk(database)
+    try:
+        tenant_id = _tenant_id(database, tenant)
+        with _progress() as progress:
+            report = importer.import_readings(
+                database,
+                file,
+                tenant_id=tenant_id,
+                limits=Limits(max_future_s=settings.ingest_max_future_s),
+                create_assets=create_assets,
+                actor_label=f"import:{_actor().label}",
+                progress=progress,
+            )
+    except importer.ImportFileError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        if exc.points_stored:
+            err.print(
+                f"{exc.points_stored:,} points were stored before the problem; they stay, and "
+                "running the import again once the file is fixed is safe"
+            )
+        raise typer.Exit(1) from exc
+    except (DomainError, SQLAlchemyError) as exc:
+        _import_failed(exc)
+    except KeyboardInterrupt as exc:
+        err.print("interrupted: what was stored stays; run the same command again to finish")
+        raise typer.Exit(130) from exc
+    finally:
+        database.dispose()
+    _print_readings_report(report)
+    if report.points_accepted == 0:
+        err.print("[red]error:[/red] nothing could be imported")
+        raise typer.Exit(1)
+
+
+@import_app.command("maintenance")
+def import_maintenance(
+    file: Annotated[Path, typer.Argument(help="A .csv, .csv.gz or .parquet file")],
+    tenant: Annotated[str, typer.Option("--tenant", help="Tenant name")],
+) -> None:
+    """Import maintenance history: asset, kind, started_at, and optionally ended_at,
+    failure_mode, cost, downtime_hours, notes (also title, status).
+
+    Each row becomes a record (validated and audited); a bad row is reported and skipped; a row
+    whose record (asset, kind, started_at) exists already is skipped, so reruns are safe.
+    """
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    try:
+        tenant_id = _tenant_id(database, tenant)
+        with _progress() as progress:
+            report = importer.import_maintenance(
+                database,
+                file,
+                tenant_id=tenant_id,
+                actor_label=f"import:{_actor().label}",
+                progress=progress,
+            )
+    except importer.ImportFileError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    except (DomainError, SQLAlchemyError) as exc:
+        _import_failed(exc)
+    finally:
+        database.dispose()
+    out.print(f"imported {report.path.name}", markup=False, highlight=False, soft_wrap=True)
+    for label, value in (
+        ("rows read", f"{report.rows_read:,}"),
+        ("records created", f"{report.created:,}"),
+        ("already present", f"{report.skipped:,} (same asset, kind and started_at)"),
+        ("rejected", f"{report.rejections.total:,}"),
+    ):
+        out.print(f"  {label:<16} {value}", markup=False, highlight=False, soft_wrap=True)
+    _print_rejections(report.rejections, report.line_label)
+    out.print(f"  {'elapsed':<16} {report.elapsed_s:.1f} s", highlight=False)
+    if report.created == 0 and report.skipped == 0:
+        err.print("[red]error:[/red] nothing could be imported")
+        raise typer.Exit(1)
+
+
+# --- bench ----------------------------------------------------------------------------------
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    points: Annotated[int, typer.Option(min=10_000, help="Points per backend")] = 1_000_000,
+    senders: Annotated[int, typer.Option(min=1, help="Load-generator processes")] = 2,
+    postgres_url: Annotated[
+        str, typer.Option(help="Server for a throwaway PostgreSQL database")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    backend: Annotated[
+        list[str] | None, typer.Option(help="sqlite and/or postgresql (default both)")
+    ] = None,
+) -> None:
+    """End-to-end HTTP ingestion throughput (acknowledged, queryable, rolled up) vs plain COPY."""
+    from foresight import bench
+
+    for line in bench.run(
+        points=points,
+        senders=senders,
+        postgres_url=postgres_url,
+        backends=backend or ["sqlite", "postgresql"],
+    ):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+@bench_app.command("import")
+def bench_import(
+    points: Annotated[int, typer.Option("--points", min=1, help="Points to import")] = 2_000_000,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="Target database (default: a fresh temporary SQLite)"),
+    ] = None,
+) -> None:
+    """Import a synthetic wide CSV and print points/s and peak memory (RSS).
+
+    With --database-url the points stay there, in a new tenant named bench-….
+    """
+    import resource
+    import tempfile
+    import time
+
+    from sqlalchemy.engine import make_url
+
+    with tempfile.TemporaryDirectory(prefix="foresight-bench-") as tmp:
+        csv_path = Path(tmp) / "bench.csv"
+        written = importer.write_synthetic_wide_csv(csv_path, points=points)
+        size_mb = csv_path.stat().st_size / 1e6
+        url = database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        migrate.upgrade(url)
+        database = Database.from_url(url)
+        importer.tune_for_bulk(database)
+        try:
+            with database.transaction() as session:
+                tenant = tenants_service.create(
+                    session, name=f"bench-{uuid.uuid4().hex[:8]}", actor=_actor()
+                )
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            cpu = time.process_time()
+            report = importer.import_readings(
+                database,
+                csv_path,
+                tenant_id=tenant.id,
+                limits=Limits(max_future_s=300),
+                create_assets=True,
+                actor_label="bench",
+            )
+            cpu = time.process_time() - cpu
+        finally:
+            database.dispose()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    backend = make_url(url).get_backend_name()
+    out.print(
+        f"bench import: {written:,} points ({size_mb:,.0f} MB wide CSV, 20 sensors x 50 assets) "
+        f"into {backend}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"  stored {report.points_new:,} points in {report.elapsed_s:.1f} s: "
+        f"{report.points_per_s:,.0f} points/s (CPU {cpu:.1f} s)",
+        highlight=False,
+    )
+    out.print(
+        f"  peak RSS {peak / 1024:,.0f} MiB (before the import: {rss_before / 1024:,.0f} MiB)",
+        highlight=False,
+    )
 
 
 def main() -> None:

@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     nats_url: str = ""
     nats_stream: str = "FORESIGHT_INGEST"
     nats_subject_prefix: str = "foresight.ingest"
+
+    # MQTT ingestion (off when empty): mqtt://user:password@host:1883 or mqtts://… for TLS.
+    mqtt_url: str = ""
+    mqtt_topic_prefix: str = "foresight"
+    mqtt_share_group: str = "foresight"
+    # Stable per node: the broker keeps unacknowledged messages for it across reconnects.
+    mqtt_client_id: str = ""
+    mqtt_tls_ca_file: str = ""
+    mqtt_tls_cert_file: str = ""
+    mqtt_tls_key_file: str = ""
     log_level: str = "INFO"
     log_json: bool = True
     cors_origins: list[str] = Field(default_factory=list)

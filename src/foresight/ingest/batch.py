@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from foresight.kit.time import utcnow
@@ -13,6 +13,8 @@ from foresight.kit.time import utcnow
 # Points before this are refused (and keep epoch-ms bucket arithmetic non-negative).
 MIN_TS_MS = 0
 RESERVED_SINGLE_KEYS = frozenset({"equipment_id", "asset", "timestamp", "ts"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,13 @@ class Batch:
     def reject(
         self, row: int, reason: str, asset: str | None = None, sensor: str | None = None
     ) -> None:
-        self.errors.append(RowError(row, reason, asset, sensor))
+        # Echoed input may hold lone surrogates (JSON "\ud800"), which no response can encode.
+        asset, sensor = (None if t is None else _echo(t) for t in (asset, sensor))
+        self.errors.append(RowError(row, _echo(reason), asset, sensor))
+
+
+def _echo(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Limits:
@@ -73,7 +81,10 @@ def parse_ts(raw: Any) -> int:
     if isinstance(raw, bool):
         raise ValueError("timestamp must be ISO 8601 or epoch seconds, not a boolean")
     if isinstance(raw, int | float):
-        seconds = float(raw)
+        try:
+            seconds = float(raw)
+        except OverflowError as exc:  # an integer too large for a float
+            raise ValueError("timestamp out of range") from exc
     elif isinstance(raw, str):
         text = raw.strip()
         try:
@@ -86,7 +97,8 @@ def parse_ts(raw: Any) -> int:
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
             try:
-                return int(parsed.timestamp() * 1000)
+                # Exact: float seconds * 1000 may land just under the millisecond it names.
+                return (parsed - _EPOCH) // _ONE_MS
             except (OverflowError, OSError) as exc:
                 raise ValueError(f"timestamp out of range {raw[:40]!r}") from exc
     else:
@@ -100,7 +112,10 @@ def parse_value(raw: Any) -> float:
     if isinstance(raw, bool):
         return 1.0 if raw else 0.0
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError as exc:  # an integer too large for a float
+            raise ValueError("value out of range") from exc
     elif isinstance(raw, str):
         try:
             value = float(raw.strip())

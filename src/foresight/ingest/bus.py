@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,6 +44,20 @@ class IngestBus(Protocol):
     """What a door needs: submit a batch, get its outcome once it is durable."""
 
     async def submit(self, batch: Batch) -> Outcome: ...
+
+
+def _settle(
+    future: Future[Outcome], outcome: Outcome | None = None, exception: Exception | None = None
+) -> None:
+    """Answer a caller, unless it already gave up (a cancelled request cancels its future)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            assert outcome is not None
+            future.set_result(outcome)
+    except InvalidStateError:
+        pass  # raising here would kill the writer thread, and every later request would hang
 
 
 @dataclass
@@ -141,10 +155,14 @@ class InProcessBus:
                 return
             jobs, stop = self._take_group(first)
             self._persist(jobs)
-            with self._lock:
-                self._pending_points -= sum(max(len(j.batch), 1) for j in jobs)
             if stop:
                 return
+
+    def _release(self, jobs: list[_Job]) -> None:
+        # Before the callers hear back: a caller answered 2xx may send again at once and must
+        # not find its own, already committed, points still counted as pending.
+        with self._lock:
+            self._pending_points -= sum(max(len(j.batch), 1) for j in jobs)
 
     def _persist(self, jobs: list[_Job]) -> None:
         try:
@@ -157,12 +175,13 @@ class InProcessBus:
                 return
             log.error("ingest_persist_failed", batches=len(jobs), error=str(exc).splitlines()[0])
             failure = Unavailable(f"could not store the batch: {type(exc).__name__}")
+            self._release(jobs)
             for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(failure)
+                _settle(job.future, exception=failure)
             return
+        self._release(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
-            job.future.set_result(outcome)
+            _settle(job.future, outcome)
         if self.on_persisted is not None:
             try:
                 self.on_persisted([j.batch for j in jobs])

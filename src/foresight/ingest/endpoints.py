@@ -41,6 +41,12 @@ class UnsupportedMediaType(DomainError):
     slug = "unsupported-media-type"
 
 
+class MalformedBody(DomainError):
+    status = 400
+    title = "Malformed JSON"
+    slug = "malformed-json"
+
+
 class ServiceUnavailable(DomainError):
     status = 503
     title = "Service unavailable"
@@ -57,14 +63,23 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     if encoding not in ("gzip", "x-gzip", "deflate"):
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip).")
     wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise InvalidInput(f"The {encoding} body is corrupt: {exc}.") from exc
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise InvalidInput(f"The decompressed body exceeds {limit} bytes.")
-    return out
+    out = bytearray()
+    rest = body
+    while True:  # a gzip stream may hold several members (`cat a.gz b.gz`): read them all
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise InvalidInput(f"The {encoding} body is corrupt: {exc}.") from exc
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise InvalidInput(f"The decompressed body exceeds {limit} bytes.")
+        if not inflater.eof:
+            raise InvalidInput(f"The {encoding} body is truncated.")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+        if encoding == "deflate":
+            raise InvalidInput(f"The {encoding} body has trailing data.")
 
 
 def _parser_for(content_type: str) -> Parser:
@@ -104,6 +119,10 @@ async def ingest_readings(
     limits = Limits(max_future_s=settings.ingest_max_future_s)
     try:
         batch = await anyio.to_thread.run_sync(parser, body, principal.tenant_id, limits)
+    except parse.MalformedJSON as exc:
+        raise MalformedBody(
+            str(exc), errors=[FieldError(["body"], str(exc), "json_invalid")]
+        ) from exc
     except parse.BodyError as exc:
         raise InvalidInput(
             str(exc), errors=[FieldError(["body"], str(exc), "body_invalid")]

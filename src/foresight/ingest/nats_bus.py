@@ -111,7 +111,12 @@ class NatsBus:
             return []
         with self.db.transaction(write=False) as session:
             settings = self.pipeline.cache.tenant_settings(session, tenant)
-            if settings.get("auto_register_assets", False):
+            if str(settings.get("auto_register_assets", False)).lower() in (
+                "true",
+                "1",
+                "yes",
+                "on",
+            ):
                 return []
             known = assets_service.series_by_tag(session, tenant_id=tenant, tags=tags)
         for tag in known:
@@ -224,7 +229,7 @@ class Worker:
             while not self._stopping.is_set():
                 try:
                     messages = await sub.fetch(self.fetch_batch, timeout=1)
-                except NatsTimeout:
+                except (NatsTimeout, TimeoutError):  # nothing waiting: nats-py raises either
                     continue
                 await self.handle(messages)
         finally:

@@ -10,10 +10,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from foresight.assets.schemas import TAG_PATTERN
 from foresight.ingest.batch import Batch, Limits, check_ts, parse_ts, parse_value
 from foresight.kit.time import utcnow
 
 SENSOR_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# What an asset's tag may be: a tag no asset can have is refused here, before the writer.
+ASSET_TAG = re.compile(TAG_PATTERN)
 MAX_TAG_LENGTH = 64
 ASSET_FIELDS = ("asset", "equipment_id")
 TS_FIELDS = ("ts", "timestamp")
@@ -23,19 +26,30 @@ class BodyError(ValueError):
     """The body as a whole cannot be read (not one bad row): answered with a 4xx."""
 
 
+class MalformedJSON(BodyError):
+    """The JSON body is not JSON at all (answered with 400, like any malformed JSON body)."""
+
+
 class _Context:
     def __init__(self, batch: Batch, limits: Limits) -> None:
         self.batch = batch
         self.limits = limits
         self.latest_ms = limits.latest_allowed_ms()
         self.now_ms = int(utcnow().timestamp() * 1000)
+        self.valid_keys: set[str] = set()
+
+    def _check_key(self, key: Any) -> bool:
+        if isinstance(key, str) and SENSOR_KEY.fullmatch(key):
+            self.valid_keys.add(key)  # each key is checked once per request, not per point
+            return True
+        return False
 
     def asset(self, row: int, raw: Any) -> str | None:
         if not isinstance(raw, str) or not raw.strip():
             self.batch.reject(row, "missing asset (field 'asset' or 'equipment_id')")
             return None
         tag = raw.strip()
-        if len(tag) > MAX_TAG_LENGTH or "\x00" in tag:
+        if len(tag) > MAX_TAG_LENGTH or not ASSET_TAG.fullmatch(tag):
             self.batch.reject(row, "invalid asset tag", asset=tag[:MAX_TAG_LENGTH])
             return None
         return tag
@@ -58,7 +72,7 @@ class _Context:
         return ts_ms
 
     def point(self, row: int, asset: str, key: Any, ts_ms: int, raw: Any) -> None:
-        if not isinstance(key, str) or not SENSOR_KEY.fullmatch(key):
+        if key not in self.valid_keys and not self._check_key(key):
             self.batch.reject(
                 row,
                 "invalid sensor key: lower-case letters, digits and '_', starting with a letter",
@@ -117,7 +131,7 @@ def parse_json(body: bytes, tenant_id: uuid.UUID, limits: Limits) -> Batch:
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise BodyError(f"malformed JSON: {exc}") from exc
+        raise MalformedJSON(f"malformed JSON: {exc}") from exc
     batch = Batch(tenant_id)
     ctx = _Context(batch, limits)
     if isinstance(doc, dict) and "readings" in doc:
@@ -143,11 +157,12 @@ def parse_ndjson(body: bytes, tenant_id: uuid.UUID, limits: Limits) -> Batch:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError("NDJSON must be UTF-8") from exc
-    for row, line in enumerate(text.splitlines()):
+    # Only "\n" ends a line: a JSON string may hold U+2028 or U+0085 (which splitlines splits on).
+    for row, line in enumerate(text.split("\n")):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line.lstrip("\x1e"))  # application/json-seq starts records with RS
         except ValueError:
             batch.reject(row, "malformed JSON line")
             continue

@@ -73,6 +73,15 @@ class SeriesCache:
         self._settings.clear()
 
 
+def _flag(value: Any, *, default: bool) -> bool:
+    """A tenant setting read as a boolean ("false" or 0 mean off, not on)."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 def _principal(batch: Batch) -> Principal:
     # Creations made on the fly are attributed to the ingest path and the credential's label.
     return Principal(
@@ -99,29 +108,30 @@ class Pipeline:
         def lookup(tag: str, key: str) -> int | None:
             return created.get((tenant, tag, key)) or self.cache.get(tenant, tag, key)
 
-        missing = sorted(
-            {
-                (tag, key)
-                for tag, key in zip(batch.asset, batch.sensor, strict=True)
-                if lookup(tag, key) is None
-            }
-        )
+        # Work per distinct (asset, sensor) pair, then map every point with one dict lookup.
+        pairs = set(zip(batch.asset, batch.sensor, strict=True))
+        series = {pair: lookup(*pair) for pair in pairs}
+        missing = sorted(pair for pair, sid in series.items() if sid is None)
         unknown_assets: set[str] = set()
         if missing:
             unknown_assets = self._load(session, batch, missing, created)
+            series.update({pair: lookup(*pair) for pair in missing})
         points = Points()
-        for i in range(len(batch)):
-            tag, key = batch.asset[i], batch.sensor[i]
-            series_id = lookup(tag, key)
-            if series_id is None:
-                reason = (
-                    f"unknown asset {tag!r} (register it, or enable auto_register_assets)"
-                    if tag in unknown_assets
-                    else f"unknown sensor {key!r} on {tag!r} (auto_create_sensors is off)"
-                )
-                outcome.errors.append(RowError(batch.row[i], reason, tag, key))
-                continue
-            points.append(series_id, batch.ts_ms[i], batch.value[i])
+        ids = [series[pair] for pair in zip(batch.asset, batch.sensor, strict=True)]
+        if None not in series.values():
+            points.series_id, points.ts_ms, points.value = ids, list(batch.ts_ms), list(batch.value)  # type: ignore[assignment]
+        else:
+            for i, series_id in enumerate(ids):
+                if series_id is None:
+                    tag, key = batch.asset[i], batch.sensor[i]
+                    reason = (
+                        f"unknown asset {tag!r} (register it, or enable auto_register_assets)"
+                        if tag in unknown_assets
+                        else f"unknown sensor {key!r} on {tag!r} (auto_create_sensors is off)"
+                    )
+                    outcome.errors.append(RowError(batch.row[i], reason, tag, key))
+                    continue
+                points.append(series_id, batch.ts_ms[i], batch.value[i])
         outcome.accepted = len(points)
         outcome.errors.sort(key=lambda e: e.row)
         return points, outcome
@@ -135,8 +145,8 @@ class Pipeline:
     ) -> set[str]:
         tenant = batch.tenant_id
         settings = self.cache.tenant_settings(session, tenant)
-        create_sensors = bool(settings.get("auto_create_sensors", True))
-        register_assets = bool(settings.get("auto_register_assets", False))
+        create_sensors = _flag(settings.get("auto_create_sensors"), default=True)
+        register_assets = _flag(settings.get("auto_register_assets"), default=False)
         tags = sorted({tag for tag, _ in pairs})
         known = assets_service.series_by_tag(session, tenant_id=tenant, tags=tags)
         unknown_assets: set[str] = set()

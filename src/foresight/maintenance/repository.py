@@ -98,3 +98,26 @@ def add(session: Session, record: MaintenanceRecord) -> MaintenanceRecord:
 def delete(session: Session, record: MaintenanceRecord) -> None:
     session.delete(record)
     session.flush()
+
+
+def find_by_natural_key(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    asset_id: uuid.UUID,
+    kind: MaintenanceKind,
+    started_at: datetime,
+) -> MaintenanceRecord | None:
+    """The record of this asset, kind and start time (what a file import identifies it by)."""
+    stmt = (
+        select(MaintenanceRecord)
+        .where(
+            MaintenanceRecord.tenant_id == tenant_id,
+            MaintenanceRecord.asset_id == asset_id,
+            MaintenanceRecord.started_at == started_at,
+            MaintenanceRecord.kind == kind,
+        )
+        .order_by(MaintenanceRecord.created_at, MaintenanceRecord.id)
+        .limit(1)
+    )
+    return session.scalars(stmt).first()

@@ -158,6 +158,23 @@ def _effective_at(record: MaintenanceRecord) -> datetime:
     return at
 
 
+def find_by_natural_key(
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    asset_id: uuid.UUID,
+    kind: MaintenanceKind,
+    started_at: datetime,
+) -> MaintenanceRecord | None:
+    """The tenant's record of ``asset_id`` with this kind and start time, if there is one.
+
+    (asset, kind, started_at) is the natural key file imports use to skip what they imported.
+    """
+    return repository.find_by_natural_key(
+        session, tenant_id=tenant_id, asset_id=asset_id, kind=kind, started_at=started_at
+    )
+
+
 def list_records(
     session: Session,
     *,

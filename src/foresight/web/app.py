@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,13 +14,16 @@ from foresight import __version__
 from foresight.assets import endpoints as assets_endpoints
 from foresight.audit import endpoints as audit_endpoints
 from foresight.auth import endpoints as auth_endpoints
+from foresight.config import Settings, get_settings
 from foresight.ingest import endpoints as ingest_endpoints
 from foresight.ingest.bus import InProcessBus
-from foresight.config import Settings, get_settings
+from foresight.ingest.mqtt import MqttConfig, MqttSubscriber
+from foresight.ingest.nats_bus import NatsBus
 from foresight.kit.db import Database
 from foresight.kit.logging import configure_logging, get_logger
 from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.tenants import endpoints as tenants_endpoints
+from foresight.timeseries import endpoints as timeseries_endpoints
 from foresight.web import ops, problems
 from foresight.web.middleware import Metrics, RequestContextMiddleware
 
@@ -33,6 +37,7 @@ def api_router() -> APIRouter:
         tenants_endpoints,
         assets_endpoints,
         maintenance_endpoints,
+        timeseries_endpoints,
         ingest_endpoints,
         audit_endpoints,
     ):
@@ -52,11 +57,26 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("startup", env=settings.env.value, database=db.engine.url.render_as_string())
-        bus.start()
+        if isinstance(bus, NatsBus):
+            await bus.start()
+        else:
+            bus.start()
+        subscriber_task = None
+        if settings.mqtt_url:
+            subscriber = MqttSubscriber(mqtt_config(settings), db, bus)
+            app.state.mqtt_subscriber = subscriber
+            subscriber_task = asyncio.create_task(subscriber.run(), name="mqtt-subscriber")
         try:
             yield
         finally:
-            bus.stop()  # drains what was accepted before closing the database
+            if subscriber_task is not None:
+                app.state.mqtt_subscriber.stop()
+                await subscriber_task
+            # Drains what was accepted before closing the database.
+            if isinstance(bus, NatsBus):
+                await bus.stop()
+            else:
+                bus.stop()
             if owns_db:
                 db.dispose()
 
@@ -69,11 +89,20 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics(CollectorRegistry())
-    bus = InProcessBus(
-        db,
-        max_pending_points=settings.ingest_max_pending_points,
-        max_group_points=settings.ingest_group_points,
-    )
+    bus: InProcessBus | NatsBus
+    if settings.nats_url:
+        bus = NatsBus(
+            db,
+            url=settings.nats_url,
+            stream=settings.nats_stream,
+            subject_prefix=settings.nats_subject_prefix,
+        )
+    else:
+        bus = InProcessBus(
+            db,
+            max_pending_points=settings.ingest_max_pending_points,
+            max_group_points=settings.ingest_group_points,
+        )
     app.state.ingest_bus = bus
     problems.install(app)
     app.include_router(ops.router)
@@ -91,6 +120,19 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         max_body_bytes=settings.max_body_bytes,
     )
     return app
+
+
+def mqtt_config(settings: Settings) -> MqttConfig:
+    return MqttConfig(
+        url=settings.mqtt_url,
+        topic_prefix=settings.mqtt_topic_prefix,
+        share_group=settings.mqtt_share_group,
+        client_id=settings.mqtt_client_id,
+        tls_ca_file=settings.mqtt_tls_ca_file,
+        tls_cert_file=settings.mqtt_tls_cert_file,
+        tls_key_file=settings.mqtt_tls_key_file,
+        max_future_s=settings.ingest_max_future_s,
+    )
 
 
 def app_factory() -> FastAPI:
