@@ -23,6 +23,7 @@ file can be imported again safely.
 
 from __future__ import annotations
 
+import abc
 import csv
 import gzip
 import io
@@ -173,7 +174,7 @@ class Block:
     rejected: list[tuple[int, str, str | None]] = field(default_factory=list)
 
 
-class Source:
+class Source(abc.ABC):
     """A readable file: its columns, and its rows in blocks."""
 
     columns: list[str]
@@ -181,8 +182,9 @@ class Source:
     unit: str
     line_label: str
 
+    @abc.abstractmethod
     def blocks(self) -> Iterator[Block]:
-        raise NotImplementedError
+        """The file's rows, block by block (each subclass reads its own format)."""
 
 
 def open_source(
