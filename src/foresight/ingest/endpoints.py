@@ -19,7 +19,13 @@ from foresight.ingest.schemas import (
     IngestResult,
     RowErrorRead,
 )
-from foresight.kit.errors import DomainError, FieldError, InvalidInput
+from foresight.kit.errors import (
+    FieldError,
+    InvalidInput,
+    MalformedBody,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
 from foresight.web.deps import Ingestor, SettingsDep
 
 router = APIRouter(tags=["ingest"])
@@ -33,28 +39,6 @@ PARSERS: dict[str, Parser] = {
     "application/json-seq": parse.parse_ndjson,
     "text/csv": parse.parse_csv,
 }
-
-
-class UnsupportedMediaType(DomainError):
-    status = 415
-    title = "Unsupported media type"
-    slug = "unsupported-media-type"
-
-
-class MalformedBody(DomainError):
-    status = 400
-    title = "Malformed JSON"
-    slug = "malformed-json"
-
-
-class ServiceUnavailable(DomainError):
-    status = 503
-    title = "Service unavailable"
-    slug = "ingest-unavailable"
-
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
@@ -132,9 +116,11 @@ async def ingest_readings(
     try:
         outcome = await bus.submit(batch)
     except Saturated as exc:
-        raise ServiceUnavailable(exc.detail, exc.retry_after_s) from exc
+        raise ServiceUnavailable(exc.detail, retry_after_s=exc.retry_after_s) from exc
     except Unavailable as exc:
-        raise ServiceUnavailable(f"{exc}; nothing was stored, retry shortly.", 5) from exc
+        raise ServiceUnavailable(
+            f"{exc}; nothing was stored, retry shortly.", retry_after_s=5
+        ) from exc
     errors = [RowErrorRead(**e.as_dict()) for e in outcome.errors[:MAX_ERRORS_RETURNED]]
     result = IngestResult(
         accepted=outcome.accepted,

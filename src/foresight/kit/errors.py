@@ -30,6 +30,10 @@ class DomainError(Exception):
     def __str__(self) -> str:
         return self.detail
 
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error calls for (none by default)."""
+        return {}
+
 
 class NotFound(DomainError):
     status = 404
@@ -54,8 +58,37 @@ class Unauthenticated(DomainError):
     title = "Unauthenticated"
     slug = "unauthenticated"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
 
 class Forbidden(DomainError):
     status = 403
     title = "Forbidden"
     slug = "forbidden"
+
+
+class MalformedBody(DomainError):
+    status = 400
+    title = "Malformed JSON"
+    slug = "malformed-json"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"
+
+
+@dataclass
+class ServiceUnavailable(DomainError):
+    """Temporarily unable to serve (saturated, or storage down): retry after a pause."""
+
+    retry_after_s: int = 5
+
+    status: ClassVar[int] = 503
+    title: ClassVar[str] = "Service unavailable"
+    slug: ClassVar[str] = "ingest-unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}

@@ -72,10 +72,7 @@ def _jsonable_loc(loc: Any) -> list[str | int]:
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
-    retry_after = getattr(exc, "retry_after_s", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(retry_after)
+    headers = exc.headers()
     return problem_response(
         request,
         status=exc.status,
