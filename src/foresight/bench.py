@@ -102,9 +102,13 @@ def _sender(url: str, token: str, batches: list[int], assets: int, steps: int, o
 
 
 def _prepare(url: str, env: dict[str, str], assets: int) -> str:
-    """Migrate, create a tenant, an admin and the assets; returns an access token."""
+    """Migrate, create a tenant, an admin, the assets and their sensors; returns a token.
+
+    Sensors are registered up front so the run measures sustained ingestion, not the one-off
+    cost of creating 500 sensors on the first batch.
+    """
     from foresight.assets import service as assets_service
-    from foresight.assets.schemas import AssetCreate
+    from foresight.assets.schemas import AssetCreate, SensorCreate
     from foresight.audit.schemas import Actor
     from foresight.auth import security
     from foresight.auth.schemas import Principal
@@ -127,9 +131,13 @@ def _prepare(url: str, env: dict[str, str], assets: int) -> str:
         session.flush()
         principal = Principal(tenant.id, ActorType.system, uuid.UUID(int=0), "bench", Role.admin)
         for a in range(assets):
-            assets_service.create_asset(
+            asset = assets_service.create_asset(
                 session, principal=principal, data=AssetCreate(tag=f"B-{a:04d}", name=f"b{a}")
             )
+            for key in SENSORS:
+                assets_service.create_sensor(
+                    session, principal=principal, asset_id=asset.id, data=SensorCreate(key=key)
+                )
         token, _ = security.create_token(
             settings, user_id=user.id, tenant_id=tenant.id, version=0, kind="access"
         )

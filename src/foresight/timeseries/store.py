@@ -2,22 +2,32 @@
 
 One unit of work per call, inside the caller's transaction:
 
-1. the points (deduplicated on (series, ts), first wins) go into a temporary staging table
-   (PostgreSQL: binary COPY; SQLite: executemany);
-2. the ones not already stored are inserted into ``readings`` and collected in ``ingest_new``
-   (PostgreSQL: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` in one statement, safe with
-   concurrent writers; SQLite: an anti-join, safe because SQLite writers are serialised);
-3. ``readings_rollup`` (5 min, 1 h, 1 day) and ``series_latest`` are merged from ``ingest_new``
-   only, so a resent or redelivered point changes nothing.
+1. the points are deduplicated on (series, ts) (the first wins) and sorted by (series, ts) as
+   numpy columns, so the B-tree inserts that follow walk the index in order;
+2. they go straight into ``readings`` (PostgreSQL: one binary ``COPY`` whose buffer numpy
+   encodes; SQLite: one ``executemany``) under a savepoint. That is the common case, and then
+   every point is new. If any point is already stored (a resend, a redelivery, a rerun import, a
+   concurrent writer), the savepoint is rolled back and the slow path stages the points and
+   inserts only the absent ones (PostgreSQL: ``INSERT … ON CONFLICT DO NOTHING RETURNING`` in one
+   statement, safe with concurrent writers; SQLite: an anti-join, safe because SQLite writers are
+   serialised), learning exactly which points were new;
+3. rollup partials (5 min, 1 h, 1 day: count, mean, m2, min, max, last) and the newest point of
+   each series are computed from the new points only, in numpy, and merged into
+   ``readings_rollup`` and ``series_latest`` with one upsert each. A resent or redelivered point
+   changes nothing.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -26,10 +36,13 @@ from foresight.models.timeseries import RESOLUTIONS_S
 # PostgreSQL partitions of ``readings`` span this many milliseconds (7 days) from the epoch.
 PARTITION_SPAN_MS = 7 * 86_400_000
 
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
 
 @dataclass
 class Points:
-    """Columnar points for the store: three equally long sequences."""
+    """Columnar points for the store: three equally long sequences (lists or numpy arrays)."""
 
     series_id: list[int] = field(default_factory=list)
     ts_ms: list[int] = field(default_factory=list)
@@ -50,69 +63,195 @@ class Points:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """Points as numpy columns, unique on (series, ts) and sorted by it."""
+
+    series_id: I64
+    ts_ms: I64
+    value: F64
+
+    def __len__(self) -> int:
+        return int(self.ts_ms.shape[0])
+
+    @classmethod
+    def empty(cls) -> Columns:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[int, int, float]]) -> Columns:
+        if not rows:
+            return cls.empty()
+        sid, ts, value = zip(*rows, strict=True)
+        return _sorted_unique(
+            np.array(sid, np.int64), np.array(ts, np.int64), np.array(value, np.float64)
+        )
+
+    def rows(self) -> list[tuple[int, int, float]]:
+        return list(
+            zip(self.series_id.tolist(), self.ts_ms.tolist(), self.value.tolist(), strict=True)
+        )
+
+
+@dataclass(frozen=True)
 class WriteResult:
     received: int
     inserted: int
+    # The newest new point of each series this write touched: series id → (ts_ms, value).
+    latest: dict[int, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def duplicates(self) -> int:
         return self.received - self.inserted
 
 
-def _unique_rows(points: Points) -> list[tuple[int, int, float]]:
-    seen: dict[tuple[int, int], float] = {}
-    for sid, ts, value in zip(points.series_id, points.ts_ms, points.value, strict=True):
-        seen.setdefault((sid, ts), value)
-    return [(sid, ts, value) for (sid, ts), value in seen.items()]
+def _sorted_unique(sid: I64, ts: I64, value: F64) -> Columns:
+    # Two stable sorts: by ts, then by series: ordered by (series, ts), ties in input order.
+    order = np.argsort(ts, kind="stable")
+    order = order[np.argsort(sid[order], kind="stable")]
+    sid, ts, value = sid[order], ts[order], value[order]
+    if sid.shape[0] > 1:
+        keep = np.empty(sid.shape[0], dtype=bool)
+        keep[0] = True
+        np.not_equal(sid[1:], sid[:-1], out=keep[1:])
+        keep[1:] |= ts[1:] != ts[:-1]
+        if not keep.all():  # the first of equal keys wins
+            sid, ts, value = sid[keep], ts[keep], value[keep]
+    return Columns(sid, ts, value)
 
 
-_TEMP_COLUMNS = "series_id BIGINT NOT NULL, ts_ms BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL"
+def as_columns(points: Points) -> Columns:
+    return _sorted_unique(
+        np.asarray(points.series_id, dtype=np.int64),
+        np.asarray(points.ts_ms, dtype=np.int64),
+        np.asarray(points.value, dtype=np.float64),
+    )
 
 
 def write_points(session: Session, points: Points) -> WriteResult:
     if not len(points):
         return WriteResult(0, 0)
-    rows = _unique_rows(points)
+    columns = as_columns(points)
     if session.get_bind().dialect.name == "postgresql":
-        inserted = _stage_and_insert_postgres(session, rows)
+        new = _insert_postgres(session, columns)
     else:
-        inserted = _stage_and_insert_sqlite(session, rows)
-    if inserted:
-        _merge_rollups(session)
-        _merge_latest(session)
-    return WriteResult(received=len(points), inserted=inserted)
-
-
-# --- SQLite ---------------------------------------------------------------------------------
-
-
-def _stage_and_insert_sqlite(session: Session, rows: list[tuple[int, int, float]]) -> int:
-    session.execute(
-        text(
-            f"CREATE TEMP TABLE IF NOT EXISTS ingest_new ({_TEMP_COLUMNS}, "
-            "PRIMARY KEY (series_id, ts_ms)) WITHOUT ROWID"
-        )
+        new = _insert_sqlite(session, columns)
+    if not len(new):
+        return WriteResult(received=len(points), inserted=0)
+    partials = rollup_partials(new)
+    latest = _latest_of(new)
+    _merge(session, partials, latest)
+    return WriteResult(
+        received=len(points),
+        inserted=len(new),
+        latest=dict(
+            zip(
+                latest.series_id.tolist(),
+                zip(latest.ts_ms.tolist(), latest.value.tolist(), strict=True),
+                strict=True,
+            )
+        ),
     )
-    session.execute(text("DELETE FROM ingest_new"))
-    raw = session.connection().connection.dbapi_connection
-    assert raw is not None
-    cursor = raw.cursor()
-    try:
-        cursor.executemany(
-            "INSERT INTO temp.ingest_new (series_id, ts_ms, value) VALUES (?, ?, ?)", rows
+
+
+# --- rollup partials (numpy) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Partials:
+    """Per (series, resolution, bucket) aggregates of some new points, ready to merge."""
+
+    series_id: I64
+    resolution_s: I64
+    bucket_ms: I64
+    count: I64
+    mean: F64
+    m2: F64
+    min: F64
+    max: F64
+    last_ts_ms: I64
+    last: F64
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        return list(
+            zip(
+                *(getattr(self, name).tolist() for name in PARTIAL_COLUMNS),
+                strict=True,
+            )
         )
-        # Drop what is already stored; the rest is new (this writer holds the database lock).
-        cursor.execute(
-            "DELETE FROM temp.ingest_new WHERE EXISTS (SELECT 1 FROM main.readings AS r "
-            "WHERE r.series_id = ingest_new.series_id AND r.ts_ms = ingest_new.ts_ms)"
+
+
+PARTIAL_COLUMNS = (
+    "series_id", "resolution_s", "bucket_ms", "count", "mean", "m2", "min", "max", "last_ts_ms",
+    "last",
+)  # fmt: skip
+
+
+def rollup_partials(new: Columns) -> Partials:
+    """Aggregates of sorted, unique points for every resolution (exact: two-pass mean and m2)."""
+    sid, ts, value = new.series_id, new.ts_ms, new.value
+    n = len(new)
+    parts: list[list[npt.NDArray[Any]]] = []
+    for resolution_s in RESOLUTIONS_S:
+        span = resolution_s * 1000
+        bucket = ts - ts % span  # ts >= 0, so this is floor(ts / span) * span
+        start_mask = np.empty(n, dtype=bool)
+        start_mask[0] = True
+        np.not_equal(sid[1:], sid[:-1], out=start_mask[1:])
+        start_mask[1:] |= bucket[1:] != bucket[:-1]
+        starts = np.flatnonzero(start_mask)
+        ends = np.append(starts[1:], n)
+        count = ends - starts
+        # Two passes: a shifted second pass corrects the first mean's rounding.
+        mean = np.add.reduceat(value, starts) / count
+        dev = value - np.repeat(mean, count)
+        mean = mean + np.add.reduceat(dev, starts) / count
+        dev = value - np.repeat(mean, count)
+        m2 = np.add.reduceat(dev * dev, starts)
+        last = ends - 1  # sorted by ts within a series: the bucket's last point
+        parts.append(
+            [
+                sid[starts],
+                np.full(starts.shape[0], resolution_s, np.int64),
+                bucket[starts],
+                count.astype(np.int64),
+                mean,
+                m2,
+                np.minimum.reduceat(value, starts),
+                np.maximum.reduceat(value, starts),
+                ts[last],
+                value[last],
+            ]  # fmt: skip
         )
-        cursor.execute(
-            "INSERT INTO main.readings (series_id, ts_ms, value) "
-            "SELECT series_id, ts_ms, value FROM temp.ingest_new ORDER BY series_id, ts_ms"
-        )
-        return int(cursor.rowcount)
-    finally:
-        cursor.close()
+    merged = [np.concatenate(column) for column in zip(*parts, strict=True)]
+    return Partials(*merged)
+
+
+def _latest_of(new: Columns) -> Columns:
+    sid = new.series_id
+    last = np.flatnonzero(np.append(sid[1:] != sid[:-1], True))
+    return Columns(sid[last], new.ts_ms[last], new.value[last])
+
+
+# --- PostgreSQL binary COPY, encoded by numpy -------------------------------------------------
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_COPY_TRAILER = b"\xff\xff"
+
+
+_COPY_KINDS = {("i", 8): ">i8", ("i", 4): ">i4", ("f", 8): ">f8"}
+
+
+def copy_buffer(*columns: npt.NDArray[Any]) -> bytes:
+    """A ``COPY … (FORMAT BINARY)`` stream of int4/int8/float8 columns (no NULLs)."""
+    fields: list[tuple[str, str]] = [("n", ">i2")]
+    for i, column in enumerate(columns):
+        fields += [(f"l{i}", ">i4"), (f"c{i}", _COPY_KINDS[column.dtype.kind, column.itemsize])]
+    out = np.empty(columns[0].shape[0], dtype=np.dtype(fields))
+    out["n"] = len(columns)
+    for i, column in enumerate(columns):
+        out[f"l{i}"] = column.itemsize
+        out[f"c{i}"] = column
+    return _COPY_HEADER + out.tobytes() + _COPY_TRAILER
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------
@@ -159,50 +298,102 @@ def forget_partitions() -> None:
     _known_partitions.clear()
 
 
-def _stage_and_insert_postgres(session: Session, rows: list[tuple[int, int, float]]) -> int:
-    ensure_partitions(session, {partition_index(ts) for _, ts, _ in rows})
-    for table in ("ingest_staging", "ingest_new"):
-        session.execute(
-            text(
-                f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_TEMP_COLUMNS}, "
-                "PRIMARY KEY (series_id, ts_ms)) ON COMMIT DELETE ROWS"
+# --- inserting the points -------------------------------------------------------------------
+
+_TEMP_COLUMNS = "series_id BIGINT NOT NULL, ts_ms BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL"
+
+
+def _insert_sqlite(session: Session, columns: Columns) -> Columns:
+    """Insert the points; returns the ones that were new (all of them, but after a conflict)."""
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    rows = columns.rows()
+    cursor = raw.cursor()
+    try:
+        cursor.execute("SAVEPOINT foresight_write")
+        try:
+            cursor.executemany(
+                "INSERT INTO main.readings (series_id, ts_ms, value) VALUES (?, ?, ?)", rows
             )
-        )
+        except sqlite3.IntegrityError:  # some are stored already: take the slow path
+            cursor.execute("ROLLBACK TO foresight_write")
+            cursor.execute("RELEASE foresight_write")
+            return _insert_absent_sqlite(cursor, rows)
+        cursor.execute("RELEASE foresight_write")
+        return columns
+    finally:
+        cursor.close()
+
+
+def _insert_absent_sqlite(cursor: Any, rows: list[tuple[int, int, float]]) -> Columns:
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS ingest_new ({_TEMP_COLUMNS}, "
+        "PRIMARY KEY (series_id, ts_ms)) WITHOUT ROWID"
+    )
+    cursor.execute("DELETE FROM temp.ingest_new")
+    cursor.executemany(
+        "INSERT INTO temp.ingest_new (series_id, ts_ms, value) VALUES (?, ?, ?)", rows
+    )
+    # Drop what is already stored; the rest is new (this writer holds the database lock).
+    cursor.execute(
+        "DELETE FROM temp.ingest_new WHERE EXISTS (SELECT 1 FROM main.readings AS r "
+        "WHERE r.series_id = ingest_new.series_id AND r.ts_ms = ingest_new.ts_ms)"
+    )
+    cursor.execute(
+        "INSERT INTO main.readings (series_id, ts_ms, value) "
+        "SELECT series_id, ts_ms, value FROM temp.ingest_new ORDER BY series_id, ts_ms"
+    )
+    cursor.execute("SELECT series_id, ts_ms, value FROM temp.ingest_new")
+    new = Columns.from_rows(cursor.fetchall())
+    cursor.execute("DELETE FROM temp.ingest_new")
+    return new
+
+
+_COPY_READINGS = "COPY readings (series_id, ts_ms, value) FROM STDIN (FORMAT BINARY)"
+
+
+def _insert_postgres(session: Session, columns: Columns) -> Columns:
+    """Insert the points; returns the ones that were new (all of them, but after a conflict)."""
+    ensure_partitions(session, set(np.unique(columns.ts_ms // PARTITION_SPAN_MS).tolist()))
     raw: Any = session.connection().connection.dbapi_connection
+    buffer = copy_buffer(columns.series_id, columns.ts_ms, columns.value)
     with raw.cursor() as cursor:
-        with cursor.copy(
-            "COPY ingest_staging (series_id, ts_ms, value) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int8", "int8", "float8"])
-            for row in rows:
-                copy.write_row(row)
-        # One statement: concurrent writers cannot both count the same point as new.
-        cursor.execute(
-            "WITH inserted AS ("
-            " INSERT INTO readings (series_id, ts_ms, value)"
-            " SELECT series_id, ts_ms, value FROM ingest_staging ORDER BY series_id, ts_ms"
-            " ON CONFLICT DO NOTHING RETURNING series_id, ts_ms, value)"
-            " INSERT INTO ingest_new SELECT series_id, ts_ms, value FROM inserted"
-        )
-        return int(cursor.rowcount)
+        cursor.execute("SAVEPOINT foresight_write")
+        try:
+            with cursor.copy(_COPY_READINGS) as copy:
+                copy.write(buffer)
+        except psycopg.errors.UniqueViolation:  # some are stored already: take the slow path
+            cursor.execute("ROLLBACK TO SAVEPOINT foresight_write")
+            cursor.execute("RELEASE SAVEPOINT foresight_write")
+            return _insert_absent_postgres(cursor, buffer)
+        cursor.execute("RELEASE SAVEPOINT foresight_write")
+    return columns
+
+
+def _insert_absent_postgres(cursor: Any, buffer: bytes) -> Columns:
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS ingest_staging ({_TEMP_COLUMNS}) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("DELETE FROM ingest_staging")
+    with cursor.copy(
+        "COPY ingest_staging (series_id, ts_ms, value) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.write(buffer)
+    # One statement: concurrent writers cannot both count the same point as new.
+    cursor.execute(
+        "INSERT INTO readings (series_id, ts_ms, value)"
+        " SELECT series_id, ts_ms, value FROM ingest_staging ORDER BY series_id, ts_ms"
+        " ON CONFLICT DO NOTHING RETURNING series_id, ts_ms, value"
+    )
+    new = Columns.from_rows(cursor.fetchall())
+    cursor.execute("DELETE FROM ingest_staging")
+    return new
 
 
 # --- rollups and latest (both backends) -----------------------------------------------------
 
 # Chan et al.'s pairwise update merges (count, mean, m2) exactly, in any order of arrival.
-_ROLLUP_MERGE = """
-INSERT INTO readings_rollup
-    (series_id, resolution_s, bucket_ms, count, mean, m2, min, max, last_ts_ms, last)
-SELECT g.series_id, :res, g.bucket_ms, g.n, g.mean,
-       (SELECT SUM((x.value - g.mean) * (x.value - g.mean)) FROM ingest_new AS x
-         WHERE x.series_id = g.series_id AND x.ts_ms >= g.bucket_ms
-           AND x.ts_ms < g.bucket_ms + :span),
-       g.lo, g.hi, g.last_ts,
-       (SELECT l.value FROM ingest_new AS l WHERE l.series_id = g.series_id AND l.ts_ms = g.last_ts)
-FROM (SELECT series_id, (ts_ms / :span) * :span AS bucket_ms, COUNT(*) AS n, AVG(value) AS mean,
-             MIN(value) AS lo, MAX(value) AS hi, MAX(ts_ms) AS last_ts
-      FROM ingest_new GROUP BY series_id, (ts_ms / :span)) AS g
-WHERE true
+_ROLLUP_ON_CONFLICT = """
 ON CONFLICT (series_id, resolution_s, bucket_ms) DO UPDATE SET
     count = readings_rollup.count + excluded.count,
     mean = readings_rollup.mean + (excluded.mean - readings_rollup.mean)
@@ -219,26 +410,67 @@ ON CONFLICT (series_id, resolution_s, bucket_ms) DO UPDATE SET
     last_ts_ms = CASE WHEN excluded.last_ts_ms > readings_rollup.last_ts_ms
                       THEN excluded.last_ts_ms ELSE readings_rollup.last_ts_ms END
 """
-
-_LATEST_MERGE = """
-INSERT INTO series_latest (series_id, ts_ms, value)
-SELECT n.series_id, n.ts_ms, n.value
-FROM ingest_new AS n
-JOIN (SELECT series_id, MAX(ts_ms) AS ts_ms FROM ingest_new GROUP BY series_id) AS m
-  ON n.series_id = m.series_id AND n.ts_ms = m.ts_ms
-WHERE true
+_ROLLUP_COLUMNS = ", ".join(PARTIAL_COLUMNS)
+_LATEST_ON_CONFLICT = """
 ON CONFLICT (series_id) DO UPDATE SET ts_ms = excluded.ts_ms, value = excluded.value
 WHERE excluded.ts_ms > series_latest.ts_ms
 """
 
+# PostgreSQL: one statement per table over arrays; rows locked in key order (no deadlocks
+# between concurrent writers). SQLite: executemany of the same upsert.
+# PostgreSQL: partials and latest points are COPYed (numpy-encoded) into temporary tables, then
+# merged by one statement per table, rows locked in key order (no deadlocks between concurrent
+# writers). Passing them as array parameters instead costs more in adapting than in merging.
+_ROLLUP_STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_rollup (series_id BIGINT, resolution_s INTEGER, "
+    "bucket_ms BIGINT, count BIGINT, mean DOUBLE PRECISION, m2 DOUBLE PRECISION, "
+    "min DOUBLE PRECISION, max DOUBLE PRECISION, last_ts_ms BIGINT, last DOUBLE PRECISION) "
+    "ON COMMIT DELETE ROWS"
+)
+_LATEST_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS ingest_latest ({_TEMP_COLUMNS}) ON COMMIT DELETE ROWS"
+)
+_ROLLUP_UPSERT_PG = (
+    f"INSERT INTO readings_rollup ({_ROLLUP_COLUMNS}) SELECT {_ROLLUP_COLUMNS} FROM "
+    "ingest_rollup ORDER BY series_id, resolution_s, bucket_ms" + _ROLLUP_ON_CONFLICT
+)
+_LATEST_UPSERT_PG = (
+    "INSERT INTO series_latest (series_id, ts_ms, value) SELECT series_id, ts_ms, value "
+    "FROM ingest_latest ORDER BY series_id" + _LATEST_ON_CONFLICT
+)
+_ROLLUP_UPSERT_SQLITE = (
+    f"INSERT INTO readings_rollup ({_ROLLUP_COLUMNS}) VALUES ("
+    + ", ".join("?" for _ in PARTIAL_COLUMNS)
+    + ")"
+    + _ROLLUP_ON_CONFLICT
+)
+_LATEST_UPSERT_SQLITE = (
+    "INSERT INTO series_latest (series_id, ts_ms, value) VALUES (?, ?, ?)" + _LATEST_ON_CONFLICT
+)
 
-def _merge_rollups(session: Session) -> None:
-    for resolution_s in RESOLUTIONS_S:
-        session.execute(text(_ROLLUP_MERGE), {"res": resolution_s, "span": resolution_s * 1000})
 
-
-def _merge_latest(session: Session) -> None:
-    session.execute(text(_LATEST_MERGE))
+def _merge(session: Session, partials: Partials, latest: Columns) -> None:
+    raw: Any = session.connection().connection.dbapi_connection
+    cursor = raw.cursor()
+    try:
+        if session.get_bind().dialect.name == "postgresql":
+            partial_columns = [getattr(partials, n) for n in PARTIAL_COLUMNS]
+            partial_columns[1] = partial_columns[1].astype(np.int32)
+            latest_columns = [latest.series_id, latest.ts_ms, latest.value]
+            for table, staging, columns, upsert in (
+                ("ingest_rollup", _ROLLUP_STAGING, partial_columns, _ROLLUP_UPSERT_PG),
+                ("ingest_latest", _LATEST_STAGING, latest_columns, _LATEST_UPSERT_PG),
+            ):
+                cursor.execute(staging)
+                with cursor.copy(f"COPY {table} FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(copy_buffer(*columns))
+                cursor.execute(upsert)
+                cursor.execute(f"DELETE FROM {table}")
+        else:
+            cursor.executemany(_ROLLUP_UPSERT_SQLITE, partials.rows())
+            cursor.executemany(_LATEST_UPSERT_SQLITE, latest.rows())
+    finally:
+        cursor.close()
 
 
 def series_points(rows: Sequence[tuple[int, int, float]]) -> Points:
