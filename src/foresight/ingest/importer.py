@@ -55,7 +55,7 @@ from foresight.maintenance import service as maintenance_service
 from foresight.maintenance.schemas import MaintenanceCreate
 from foresight.models import ActorType, Role
 from foresight.tenants import service as tenants_service
-from foresight.timeseries.store import Points, WriteResult, write_points
+from foresight.timeseries.store import WriteResult, write_arrays
 
 T = TypeVar("T")
 
@@ -956,9 +956,11 @@ def _store(session: Session, points: pl.DataFrame, series: pl.DataFrame) -> Writ
     # Sorted by (series, ts) the store's B-tree inserts are appends; stable, so that of two
     # points with the same (series, ts) in the file the first wins, as it does across chunks.
     points = points.sort("series_id", "ts_ms", maintain_order=True)
-    return write_points(
+    return write_arrays(
         session,
-        Points(points["series_id"].to_list(), points["ts_ms"].to_list(), points["value"].to_list()),
+        points["series_id"].to_numpy(),
+        points["ts_ms"].to_numpy(),
+        points["value"].to_numpy(),
     )
 
 

@@ -130,18 +130,35 @@ def as_columns(points: Points) -> Columns:
 def write_points(session: Session, points: Points) -> WriteResult:
     if not len(points):
         return WriteResult(0, 0)
-    columns = as_columns(points)
+    return _write(session, as_columns(points), len(points))
+
+
+def write_arrays(
+    session: Session, series_id: npt.ArrayLike, ts_ms: npt.ArrayLike, value: npt.ArrayLike
+) -> WriteResult:
+    """``write_points`` for points already in arrays (e.g. from a polars frame)."""
+    columns = _sorted_unique(
+        np.asarray(series_id, dtype=np.int64),
+        np.asarray(ts_ms, dtype=np.int64),
+        np.asarray(value, dtype=np.float64),
+    )
+    if not len(columns):
+        return WriteResult(0, 0)
+    return _write(session, columns, int(np.asarray(ts_ms).shape[0]))
+
+
+def _write(session: Session, columns: Columns, received: int) -> WriteResult:
     if session.get_bind().dialect.name == "postgresql":
         new = _insert_postgres(session, columns)
     else:
         new = _insert_sqlite(session, columns)
     if not len(new):
-        return WriteResult(received=len(points), inserted=0)
+        return WriteResult(received=received, inserted=0)
     partials = rollup_partials(new)
     latest = _latest_of(new)
     _merge(session, partials, latest)
     return WriteResult(
-        received=len(points),
+        received=received,
         inserted=len(new),
         latest=dict(
             zip(
@@ -296,6 +313,12 @@ def ensure_partitions(session: Session, indices: set[int]) -> None:
 def forget_partitions() -> None:
     """Tests that recreate the schema call this so partitions are created again."""
     _known_partitions.clear()
+
+
+def forget_partition(engine_url: str, index: int) -> None:
+    """Retention dropped this partition: a later write into its range creates it again."""
+    with _partition_lock:
+        _known_partitions.get(engine_url, set()).discard(index)
 
 
 # --- inserting the points -------------------------------------------------------------------
