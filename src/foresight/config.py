@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     ingest_max_pending_points: Annotated[int, Field(ge=1000)] = 1_000_000
     # Points the writer commits together at most (group commit).
     ingest_group_points: Annotated[int, Field(ge=100)] = 50_000
+    # readings/latest is served from memory; an entry is re-checked against the database after
+    # this many seconds (bounds staleness for points written by other processes).
+    latest_cache_ttl_s: Annotated[float, Field(ge=0)] = 2.0
 
     # Scale-out: with a NATS URL, API nodes publish to JetStream and `foresight worker` persists.
     nats_url: str = ""

@@ -21,6 +21,7 @@ from foresight.auth.schemas import Principal
 from foresight.ingest.batch import Batch, RowError
 from foresight.models import ActorType, Role
 from foresight.tenants import service as tenants_service
+from foresight.timeseries.latest import LatestCache
 from foresight.timeseries.store import Points, WriteResult, write_points
 
 CACHE_TTL_S = 30.0
@@ -91,8 +92,10 @@ def _principal(batch: Batch) -> Principal:
 
 
 class Pipeline:
-    def __init__(self, cache: SeriesCache | None = None) -> None:
+    def __init__(self, cache: SeriesCache | None = None, latest: LatestCache | None = None) -> None:
         self.cache = cache or SeriesCache()
+        # The in-memory latest values served by the API, fed after each commit (if any).
+        self.latest = latest
 
     def resolve(
         self, session: Session, batch: Batch, created: dict[tuple[uuid.UUID, str, str], int]
@@ -187,8 +190,11 @@ class Pipeline:
         return persisted
 
     def remember(self, persisted: Persisted) -> None:
+        """After the transaction committed: cache new sensors, publish the latest points."""
         for (tenant_id, tag, key), series_id in persisted.created.items():
             self.cache.put(tenant_id, tag, key, series_id)
+        if self.latest is not None and persisted.write.latest:
+            self.latest.observe(persisted.write.latest)
 
 
 @dataclass

@@ -120,7 +120,15 @@ def get_readings(
 
 @router.get("/assets/{asset_id}/readings/latest", response_model=LatestReadings)
 def get_latest_readings(
-    asset_id: uuid.UUID, principal: Reader, session: SessionDep
+    asset_id: uuid.UUID, principal: Reader, session: SessionDep, request: Request
 ) -> LatestReadings:
-    """The newest value of each of the asset's sensors (null where a sensor has no data yet)."""
-    return service.latest_readings(session, tenant_id=principal.tenant_id, asset_id=asset_id)
+    """The newest value of each of the asset's sensors (null where a sensor has no data yet).
+
+    Served from memory: what this node ingested shows at once, other writers' points within
+    `FORESIGHT_LATEST_CACHE_TTL_S`."""
+    return service.latest_readings(
+        session,
+        tenant_id=principal.tenant_id,
+        asset_id=asset_id,
+        cache=getattr(request.app.state, "latest_cache", None),
+    )

@@ -37,6 +37,7 @@ from foresight.kit.time import utcnow
 from foresight.models import Asset, Sensor
 from foresight.models.timeseries import RESOLUTIONS_S
 from foresight.timeseries import repository
+from foresight.timeseries.latest import LatestCache
 from foresight.timeseries.repository import RollupRow
 from foresight.timeseries.schemas import (
     MAX_POINTS,
@@ -525,12 +526,25 @@ def export_csv(db: Database, export: Export) -> Iterator[str]:
 
 
 def latest_readings(
-    session: Session, *, tenant_id: uuid.UUID, asset_id: uuid.UUID
+    session: Session,
+    *,
+    tenant_id: uuid.UUID,
+    asset_id: uuid.UUID,
+    cache: LatestCache | None = None,
 ) -> LatestReadings:
-    """The newest value of each of the asset's sensors (primary-key lookups, no scan)."""
+    """The newest value of each of the asset's sensors: from memory (``cache``), with one
+    primary-key lookup for the series it has not checked recently (or all, without a cache)."""
     asset = assets_service.get_asset(session, tenant_id=tenant_id, asset_id=asset_id)
     sensors = repository.asset_sensors(session, tenant_id=tenant_id, asset_id=asset.id)
-    latest = repository.latest(session, series_ids=[s.series_id for s in sensors])
+    series_ids = [s.series_id for s in sensors]
+    if cache is None:
+        latest: dict[int, tuple[int, float] | None] = dict(
+            repository.latest(session, series_ids=series_ids)
+        )
+    else:
+        latest, stale = cache.get_many(series_ids)
+        if stale:
+            latest.update(cache.refresh(stale, repository.latest(session, series_ids=stale)))
     values = []
     for sensor in sensors:
         found = latest.get(sensor.series_id)

@@ -19,11 +19,13 @@ from foresight.ingest import endpoints as ingest_endpoints
 from foresight.ingest.bus import InProcessBus
 from foresight.ingest.mqtt import MqttConfig, MqttSubscriber
 from foresight.ingest.nats_bus import NatsBus
+from foresight.ingest.pipeline import Pipeline
 from foresight.kit.db import Database
 from foresight.kit.logging import configure_logging, get_logger
 from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.tenants import endpoints as tenants_endpoints
 from foresight.timeseries import endpoints as timeseries_endpoints
+from foresight.timeseries.latest import LatestCache
 from foresight.web import ops, problems
 from foresight.web.middleware import Metrics, RequestContextMiddleware
 
@@ -89,6 +91,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics(CollectorRegistry())
+    # Latest values in memory: fed by this process's writer (embedded), checked against the
+    # database every FORESIGHT_LATEST_CACHE_TTL_S for other writers' points.
+    latest_cache = LatestCache(ttl_s=settings.latest_cache_ttl_s)
+    app.state.latest_cache = latest_cache
     bus: InProcessBus | NatsBus
     if settings.nats_url:
         bus = NatsBus(
@@ -100,6 +106,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     else:
         bus = InProcessBus(
             db,
+            Pipeline(latest=latest_cache),
             max_pending_points=settings.ingest_max_pending_points,
             max_group_points=settings.ingest_group_points,
         )
