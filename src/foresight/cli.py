@@ -271,6 +271,42 @@ def audit_verify(
     raise typer.Exit(1)
 
 
+# --- retention --------------------------------------------------------------------------------
+
+retention_app = typer.Typer(help="Time-series retention (tenant settings retention_*_days).")
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("run")
+def retention_run(
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", help="Only this tenant's data (drops no partition)"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go; change nothing")
+    ] = False,
+) -> None:
+    """Apply tenants' retention now: drop expired partitions, delete old rows in chunks."""
+    from foresight.timeseries import retention
+
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    try:
+        report = retention.enforce(
+            database, tenant=tenant, dry_run=dry_run, chunk_rows=settings.retention_chunk_rows
+        )
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    for line in report.lines():
+        out.print(line, highlight=False, soft_wrap=True)
+    if report.skipped:
+        raise typer.Exit(1)
+
+
 # --- demo -----------------------------------------------------------------------------------
 
 

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     # this many seconds (bounds staleness for points written by other processes).
     latest_cache_ttl_s: Annotated[float, Field(ge=0)] = 2.0
 
+    # Retention: the in-process job applies tenants' retention this often (0: never; run
+    # `foresight retention run` from cron instead), deleting at most this many rows per statement.
+    retention_interval_s: Annotated[float, Field(ge=0)] = 3600.0
+    retention_chunk_rows: Annotated[int, Field(ge=1)] = 50_000
+
     # Scale-out: with a NATS URL, API nodes publish to JetStream and `foresight worker` persists.
     nats_url: str = ""
     nats_stream: str = "FORESIGHT_INGEST"

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from foresight.kit.schemas import InputModel, OutputModel
 
@@ -23,3 +23,34 @@ class TenantRead(OutputModel):
 
 class TenantUpdate(InputModel):
     settings: dict[str, Any] = Field(description="Replaces the tenant's settings object")
+
+
+# --- retention (tenant settings ``retention_*_days``) ---------------------------------------
+
+MAX_RETENTION_DAYS = 36_500  # 100 years; beyond that, say null (keep forever)
+
+RetentionDays = Annotated[int, Field(strict=True, ge=1, le=MAX_RETENTION_DAYS)] | None
+"""Whole days to keep; None (JSON null) keeps forever."""
+
+
+class Retention(BaseModel):
+    """How long a tenant's time-series data is kept, per table (settings keys, in days)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    retention_raw_days: RetentionDays = 90
+    retention_5m_days: RetentionDays = 30
+    retention_1h_days: RetentionDays = 90
+    retention_1d_days: RetentionDays = None
+
+    def rollup_days(self, resolution_s: int) -> int | None:
+        """Days kept for rollups of this resolution (300, 3600 or 86400 s)."""
+        days: int | None = {
+            300: self.retention_5m_days,
+            3600: self.retention_1h_days,
+            86400: self.retention_1d_days,
+        }[resolution_s]
+        return days
+
+
+RETENTION_KEYS = tuple(Retention.model_fields)

@@ -26,6 +26,7 @@ from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.tenants import endpoints as tenants_endpoints
 from foresight.timeseries import endpoints as timeseries_endpoints
 from foresight.timeseries.latest import LatestCache
+from foresight.timeseries.retention import RetentionJob
 from foresight.web import ops, problems
 from foresight.web.middleware import Metrics, RequestContextMiddleware
 
@@ -68,9 +69,16 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             subscriber = MqttSubscriber(mqtt_config(settings), db, bus)
             app.state.mqtt_subscriber = subscriber
             subscriber_task = asyncio.create_task(subscriber.run(), name="mqtt-subscriber")
+        # Tenants' retention, applied every FORESIGHT_RETENTION_INTERVAL_S (0: off).
+        retention_job = RetentionJob(
+            db, settings.retention_interval_s, chunk_rows=settings.retention_chunk_rows
+        )
+        app.state.retention_job = retention_job
+        retention_job.start()
         try:
             yield
         finally:
+            await retention_job.stop()  # ends after its current chunk, before the db closes
             if subscriber_task is not None:
                 app.state.mqtt_subscriber.stop()
                 await subscriber_task
