@@ -61,6 +61,18 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/assets/{asset_id}/readings/latest"): P.read,
     ("GET", "/api/v1/audit"): P.audit_read,
     ("GET", "/api/v1/audit/verify"): P.audit_read,
+    ("GET", "/api/v1/alert-rules"): P.read,
+    ("POST", "/api/v1/alert-rules"): P.rules_write,
+    ("GET", "/api/v1/alert-rules/export"): P.read,
+    ("POST", "/api/v1/alert-rules/import"): P.rules_write,
+    ("GET", "/api/v1/alert-rules/{rule_id}"): P.read,
+    ("PATCH", "/api/v1/alert-rules/{rule_id}"): P.rules_write,
+    ("DELETE", "/api/v1/alert-rules/{rule_id}"): P.rules_write,
+    ("GET", "/api/v1/alerts"): P.read,
+    ("GET", "/api/v1/alerts/stats"): P.read,
+    ("GET", "/api/v1/alerts/{alert_id}"): P.read,
+    ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): P.alerts_ack,
+    ("POST", "/api/v1/alerts/{alert_id}/resolve"): P.alerts_ack,
 }
 # Token refresh changes nothing stored; every other successful non-GET request is audited.
 # Readings are data, not configuration: points are not audited (sensors they create are).
@@ -76,6 +88,7 @@ class World:
     client: TestClient
     users: dict[Role, TestUser]
     api_key: str
+    db: Any = None
 
     @property
     def admin(self) -> dict[str, str]:
@@ -110,6 +123,40 @@ class World:
 
     def key(self) -> str:
         return str(self.post("/api/v1/api-keys", {"label": "k"})["id"])
+
+    def watched_tag(self) -> str:
+        """An asset with a temperature sensor (what a rule can watch)."""
+        tag = self.asset_tag()
+        asset = self.client.get("/api/v1/assets", params={"q": tag}, headers=self.admin)
+        asset_id = asset.json()["items"][0]["id"]
+        self.post(f"/api/v1/assets/{asset_id}/sensors", {"key": "temperature"})
+        return tag
+
+    def rule_body(self) -> dict[str, Any]:
+        return {
+            "name": f"r-{uuid.uuid4().hex[:8]}",
+            "severity": "warning",
+            "scope": {"asset_tag": self.watched_tag()},
+            "conditions": [{"sensor": "temperature", "op": ">", "threshold": 80}],
+        }
+
+    def rule(self) -> str:
+        return str(self.post("/api/v1/alert-rules", self.rule_body())["id"])
+
+    def alert(self) -> str:
+        """An open alert (as detection opens them)."""
+        from foresight.detection import alerts
+        from foresight.kit.time import utcnow
+        from foresight.models import Severity
+
+        tenant_id = self.users[Role.admin].tenant_id
+        asset_id = uuid.UUID(self.asset())
+        trigger = alerts.Trigger(
+            tenant_id, asset_id, f"rule:{uuid.uuid4()}", Severity.warning, "t", "m", utcnow(), 1.0
+        )
+        with self.db.transaction() as session:
+            alert, _ = alerts.fire(session, trigger)
+            return str(alert.id)
 
 
 Request = tuple[str, dict[str, Any] | None]
@@ -203,6 +250,33 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
         ),
         ("GET", "/api/v1/audit"): lambda: ("/api/v1/audit", None),
         ("GET", "/api/v1/audit/verify"): lambda: ("/api/v1/audit/verify", None),
+        ("GET", "/api/v1/alert-rules"): lambda: ("/api/v1/alert-rules", None),
+        ("POST", "/api/v1/alert-rules"): lambda: ("/api/v1/alert-rules", w.rule_body()),
+        ("GET", "/api/v1/alert-rules/export"): lambda: ("/api/v1/alert-rules/export", None),
+        ("POST", "/api/v1/alert-rules/import"): lambda: (
+            "/api/v1/alert-rules/import",
+            {"rules": [w.rule_body()]},
+        ),
+        ("GET", "/api/v1/alert-rules/{rule_id}"): lambda: (f"/api/v1/alert-rules/{w.rule()}", None),
+        ("PATCH", "/api/v1/alert-rules/{rule_id}"): lambda: (
+            f"/api/v1/alert-rules/{w.rule()}",
+            {"severity": "critical"},
+        ),
+        ("DELETE", "/api/v1/alert-rules/{rule_id}"): lambda: (
+            f"/api/v1/alert-rules/{w.rule()}",
+            None,
+        ),
+        ("GET", "/api/v1/alerts"): lambda: ("/api/v1/alerts", None),
+        ("GET", "/api/v1/alerts/stats"): lambda: ("/api/v1/alerts/stats", None),
+        ("GET", "/api/v1/alerts/{alert_id}"): lambda: (f"/api/v1/alerts/{w.alert()}", None),
+        ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): lambda: (
+            f"/api/v1/alerts/{w.alert()}/acknowledge",
+            {"note": "on it"},
+        ),
+        ("POST", "/api/v1/alerts/{alert_id}/resolve"): lambda: (
+            f"/api/v1/alerts/{w.alert()}/resolve",
+            {"note": "fixed"},
+        ),
     }
 
 
@@ -217,7 +291,7 @@ def _refresh_token(w: World) -> str:
 @pytest.fixture
 def world(client: TestClient, factory: Factory) -> World:
     tenant, users = factory.tenant_with_users()
-    w = World(client, users, "")
+    w = World(client, users, "", factory.db)
     response = client.post("/api/v1/api-keys", json={"label": "device"}, headers=w.admin)
     w.api_key = response.json()["key"]
     return w

@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     # this many seconds (bounds staleness for points written by other processes).
     latest_cache_ttl_s: Annotated[float, Field(ge=0)] = 2.0
 
+    # Detection (alert rules, anomaly detection) on every new point, after it is stored.
+    detection_enabled: bool = True
+    # Rule changes take effect within this many seconds, on every process.
+    detection_reload_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    # New points waiting for detection; beyond this the writer waits (backpressure).
+    detection_max_pending_points: Annotated[int, Field(ge=1000)] = 2_000_000
+
     # Retention: the in-process job applies tenants' retention this often (0: never; run
     # `foresight retention run` from cron instead), deleting at most this many rows per statement.
     retention_interval_s: Annotated[float, Field(ge=0)] = 3600.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,10 +93,17 @@ def _principal(batch: Batch) -> Principal:
 
 
 class Pipeline:
-    def __init__(self, cache: SeriesCache | None = None, latest: LatestCache | None = None) -> None:
+    def __init__(
+        self,
+        cache: SeriesCache | None = None,
+        latest: LatestCache | None = None,
+        observers: list[Callable[[WriteResult], None]] | None = None,
+    ) -> None:
         self.cache = cache or SeriesCache()
         # The in-memory latest values served by the API, fed after each commit (if any).
         self.latest = latest
+        # Stages after persistence (detection): called with each committed write.
+        self.observers = observers or []
 
     def resolve(
         self, session: Session, batch: Batch, created: dict[tuple[uuid.UUID, str, str], int]
@@ -195,6 +203,9 @@ class Pipeline:
             self.cache.put(tenant_id, tag, key, series_id)
         if self.latest is not None and persisted.write.latest:
             self.latest.observe(persisted.write.latest)
+        if persisted.write.inserted:
+            for observer in self.observers:
+                observer(persisted.write)
 
 
 @dataclass

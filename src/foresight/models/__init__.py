@@ -4,20 +4,26 @@ from foresight.kit.db import Base
 from foresight.models.asset import Asset, Sensor
 from foresight.models.audit import AuditChainHead, AuditEntry
 from foresight.models.auth import ApiKey, Tenant, User
+from foresight.models.detection import Alert, AlertRule
 from foresight.models.enums import (
     ActorType,
+    AlertStatus,
     AssetStatus,
     Criticality,
     MaintenanceKind,
     MaintenanceStatus,
     Role,
     SensorKind,
+    Severity,
 )
 from foresight.models.maintenance import MaintenanceRecord
 from foresight.models.timeseries import Reading, Rollup, SeriesLatest
 
 __all__ = [
     "ActorType",
+    "Alert",
+    "AlertRule",
+    "AlertStatus",
     "ApiKey",
     "Asset",
     "AssetStatus",
@@ -33,6 +39,7 @@ __all__ = [
     "Rollup",
     "Sensor",
     "SensorKind",
+    "Severity",
     "SeriesLatest",
     "Tenant",
     "User",

@@ -61,3 +61,28 @@ class ActorType(StrEnum):
     user = "user"
     api_key = "api_key"
     system = "system"
+
+
+class Severity(StrEnum):
+    info = "info"
+    warning = "warning"
+    critical = "critical"
+    emergency = "emergency"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {
+    Severity.info: 0,
+    Severity.warning: 1,
+    Severity.critical: 2,
+    Severity.emergency: 3,
+}
+
+
+class AlertStatus(StrEnum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"

@@ -82,7 +82,7 @@ class Columns:
         if not rows:
             return cls.empty()
         sid, ts, value = zip(*rows, strict=True)
-        return _sorted_unique(
+        return sorted_unique(
             np.array(sid, np.int64), np.array(ts, np.int64), np.array(value, np.float64)
         )
 
@@ -98,13 +98,15 @@ class WriteResult:
     inserted: int
     # The newest new point of each series this write touched: series id → (ts_ms, value).
     latest: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # The points that were new (sorted by series and time), for the stages after the store.
+    new: Columns | None = None
 
     @property
     def duplicates(self) -> int:
         return self.received - self.inserted
 
 
-def _sorted_unique(sid: I64, ts: I64, value: F64) -> Columns:
+def sorted_unique(sid: I64, ts: I64, value: F64) -> Columns:
     # Two stable sorts: by ts, then by series: ordered by (series, ts), ties in input order.
     order = np.argsort(ts, kind="stable")
     order = order[np.argsort(sid[order], kind="stable")]
@@ -120,7 +122,7 @@ def _sorted_unique(sid: I64, ts: I64, value: F64) -> Columns:
 
 
 def as_columns(points: Points) -> Columns:
-    return _sorted_unique(
+    return sorted_unique(
         np.asarray(points.series_id, dtype=np.int64),
         np.asarray(points.ts_ms, dtype=np.int64),
         np.asarray(points.value, dtype=np.float64),
@@ -137,7 +139,7 @@ def write_arrays(
     session: Session, series_id: npt.ArrayLike, ts_ms: npt.ArrayLike, value: npt.ArrayLike
 ) -> WriteResult:
     """``write_points`` for points already in arrays (e.g. from a polars frame)."""
-    columns = _sorted_unique(
+    columns = sorted_unique(
         np.asarray(series_id, dtype=np.int64),
         np.asarray(ts_ms, dtype=np.int64),
         np.asarray(value, dtype=np.float64),
@@ -160,6 +162,7 @@ def _write(session: Session, columns: Columns, received: int) -> WriteResult:
     return WriteResult(
         received=received,
         inserted=len(new),
+        new=new,
         latest=dict(
             zip(
                 latest.series_id.tolist(),

@@ -15,6 +15,9 @@ from foresight.assets import endpoints as assets_endpoints
 from foresight.audit import endpoints as audit_endpoints
 from foresight.auth import endpoints as auth_endpoints
 from foresight.config import Settings, get_settings
+from foresight.detection import endpoints as detection_endpoints
+from foresight.detection.engine import RuleEngine
+from foresight.detection.worker import DetectionWorker
 from foresight.ingest import endpoints as ingest_endpoints
 from foresight.ingest.bus import InProcessBus
 from foresight.ingest.mqtt import MqttConfig, MqttSubscriber
@@ -42,6 +45,7 @@ def api_router() -> APIRouter:
         maintenance_endpoints,
         timeseries_endpoints,
         ingest_endpoints,
+        detection_endpoints,
         audit_endpoints,
     ):
         router.include_router(module.router)
@@ -60,6 +64,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("startup", env=settings.env.value, database=db.engine.url.render_as_string())
+        if detection is not None:
+            detection.start()
         if isinstance(bus, NatsBus):
             await bus.start()
         else:
@@ -87,6 +93,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 await bus.stop()
             else:
                 bus.stop()
+            if detection is not None:
+                detection.stop()  # after the writer: evaluates what it committed last
             if owns_db:
                 db.dispose()
 
@@ -103,6 +111,17 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # database every FORESIGHT_LATEST_CACHE_TTL_S for other writers' points.
     latest_cache = LatestCache(ttl_s=settings.latest_cache_ttl_s)
     app.state.latest_cache = latest_cache
+    # Hooks run inside the transaction that changes an alert (the notification outbox).
+    app.state.alert_hooks = []
+    # Detection runs where points are persisted: here in the embedded shape, in `foresight
+    # worker` with NATS.
+    detection = None
+    if settings.detection_enabled and not settings.nats_url:
+        engine = RuleEngine(
+            db, reload_interval_s=settings.detection_reload_interval_s, hooks=app.state.alert_hooks
+        )
+        detection = DetectionWorker(engine, max_pending_points=settings.detection_max_pending_points)
+    app.state.detection = detection
     bus: InProcessBus | NatsBus
     if settings.nats_url:
         bus = NatsBus(
@@ -114,7 +133,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     else:
         bus = InProcessBus(
             db,
-            Pipeline(latest=latest_cache),
+            Pipeline(latest=latest_cache, observers=[detection.observe] if detection else []),
             max_pending_points=settings.ingest_max_pending_points,
             max_group_points=settings.ingest_group_points,
         )

@@ -81,6 +81,8 @@ UserAdmin = Annotated[Principal, Depends(require(Permission.users_manage))]
 KeyAdmin = Annotated[Principal, Depends(require(Permission.apikeys_manage))]
 SettingsAdmin = Annotated[Principal, Depends(require(Permission.settings_manage))]
 AuditReader = Annotated[Principal, Depends(require(Permission.audit_read))]
+RuleWriter = Annotated[Principal, Depends(require(Permission.rules_write))]
+AlertActor = Annotated[Principal, Depends(require(Permission.alerts_ack))]
 
 
 def get_ingest_principal(

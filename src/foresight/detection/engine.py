@@ -1,0 +1,515 @@
+"""The rule engine: evaluates every enabled rule on every new point, in the stream.
+
+It runs after persistence, wherever points are persisted (the embedded writer, or each
+`foresight worker`), and sees each new point once: resent and redelivered points are not new, so
+they fire nothing. Its state is rebuilt after a restart: rule states start unknown, an asset
+whose alert is still active counts as firing, and trailing windows are read back from the store
+the first time a series is seen.
+
+* **Rules** are reloaded when any changed (every ``reload_interval_s``, by checking the newest
+  ``updated_at`` and the count), so an edit takes effect on every worker without a restart.
+* **Late points** (not newer than the last point the engine evaluated for that series) are
+  stored and rolled up but do not move rule states: rules read a series forward in time.
+* A rule whose evaluation raises is disabled with the error recorded; the pipeline goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from foresight.detection import alerts
+from foresight.detection import service as rules_service
+from foresight.detection.rules import (
+    AssetInfo,
+    CompiledRule,
+    Condition,
+    Scope,
+    condition_from_json,
+    state_changes,
+)
+from foresight.kit.db import Database
+from foresight.kit.logging import get_logger
+from foresight.kit.time import utcnow
+from foresight.models import Alert, AlertRule, Asset, Reading, Sensor, SeriesLatest, Tenant
+from foresight.timeseries.store import Columns
+
+log = get_logger("foresight.detection")
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+META_TTL_S = 30.0
+
+
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=int(ms))
+
+
+@dataclass
+class _SeriesMeta:
+    asset: AssetInfo
+    sensor: str
+    loaded_at: float
+
+
+@dataclass
+class _Tail:
+    """The last points of a series that its windows and rates still need."""
+
+    ts: np.ndarray[Any, np.dtype[np.int64]]
+    value: np.ndarray[Any, np.dtype[np.float64]]
+
+    @property
+    def last_ts(self) -> int:
+        return int(self.ts[-1]) if self.ts.shape[0] else -1
+
+
+@dataclass
+class _RuleState:
+    conditions: list[bool | None]
+    true_since_ms: int | None = None
+    firing: bool = False
+
+
+@dataclass
+class _Change:
+    ts_ms: int
+    condition: int
+    state: bool
+    value: float
+
+
+@dataclass
+class _Touch:
+    """What one batch did to one (rule, asset): condition changes and the points it saw."""
+
+    changes: list[_Change] = field(default_factory=list)
+    ts: list[np.ndarray[Any, np.dtype[np.int64]]] = field(default_factory=list)
+    last_value: float | None = None
+    last_sensor: str | None = None
+    asset: AssetInfo | None = None
+
+
+AlertListener = Callable[[str, Alert], None]
+AlertHook = alerts.AlertHook  # called inside the transaction that changed the alert
+
+
+class RuleEngine:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        reload_interval_s: float = 2.0,
+        listeners: list[AlertListener] | None = None,
+        hooks: list[AlertHook] | None = None,
+        sync_defaults: bool = True,
+    ) -> None:
+        self.db = db
+        self.reload_interval_s = reload_interval_s
+        self.listeners = listeners or []
+        self.hooks = hooks or []
+        self.sync_defaults = sync_defaults
+        self._sensors_fingerprint: tuple[Any, ...] | None = None
+        self._rules: dict[uuid.UUID, CompiledRule] = {}
+        self._by_sensor: dict[tuple[uuid.UUID, str], list[CompiledRule]] = {}
+        self._lookback_ms: dict[tuple[uuid.UUID, str], int] = {}
+        self._fingerprint: tuple[Any, ...] | None = None
+        self._checked_at = -1e9
+        self._meta: dict[int, _SeriesMeta] = {}
+        self._tails: dict[int, _Tail] = {}
+        self._states: dict[tuple[uuid.UUID, uuid.UUID], _RuleState] = {}
+        self._lock = threading.Lock()
+        self.points_evaluated = 0
+
+    # --- rules ----------------------------------------------------------------------------------
+
+    def reload_if_changed(self, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        if not force and now - self._checked_at < self.reload_interval_s:
+            return False
+        self._checked_at = now
+        if self.sync_defaults:
+            self._sync_default_rules()
+        with self.db.transaction(write=False) as session:
+            fingerprint = tuple(
+                session.execute(
+                    select(func.count(AlertRule.id), func.max(AlertRule.updated_at))
+                ).one()
+            )
+            if not force and fingerprint == self._fingerprint:
+                return False
+            rules = session.scalars(select(AlertRule).where(AlertRule.enabled.is_(True))).all()
+            compiled = {}
+            for rule in rules:
+                try:
+                    compiled[rule.id] = compile_rule(rule)
+                except Exception as exc:  # noqa: BLE001 - a stored rule that cannot compile
+                    log.warning("rule_compile_failed", rule=str(rule.id), error=str(exc))
+            firing = alerts.active_sources(session)
+        self._fingerprint = fingerprint
+        self._install(compiled, firing)
+        return True
+
+    def _install(
+        self,
+        compiled: dict[uuid.UUID, CompiledRule],
+        firing: list[tuple[uuid.UUID, str, uuid.UUID]],
+    ) -> None:
+        by_sensor: dict[tuple[uuid.UUID, str], list[CompiledRule]] = {}
+        lookback: dict[tuple[uuid.UUID, str], int] = {}
+        for rule in compiled.values():
+            for condition in rule.conditions:
+                key = (rule.tenant_id, condition.sensor)
+                rules = by_sensor.setdefault(key, [])
+                if rule not in rules:
+                    rules.append(rule)
+                lookback[key] = max(lookback.get(key, 0), condition.lookback_ms)
+        with self._lock:
+            old = self._rules
+            self._rules, self._by_sensor, self._lookback_ms = compiled, by_sensor, lookback
+            # A changed rule starts afresh; an unchanged one keeps its state.
+            for rule_id, asset_id in list(self._states):
+                new = compiled.get(rule_id)
+                if new is None or old.get(rule_id) != new:
+                    del self._states[(rule_id, asset_id)]
+            active = {(s, a) for _, s, a in firing}
+            for rule in compiled.values():
+                for source, asset_id in active:
+                    if source == rule.source:
+                        state = self._states.setdefault(
+                            (rule.id, asset_id), _RuleState([None] * len(rule.conditions))
+                        )
+                        state.firing = True
+
+    def _sync_default_rules(self) -> None:
+        """Default rules follow sensors' expected ranges (checked when any sensor changed)."""
+        with self.db.transaction(write=False) as session:
+            fingerprint = rules_service.sensors_fingerprint(session)
+        if fingerprint == self._sensors_fingerprint:
+            return
+        try:
+            with self.db.transaction() as session:
+                for tenant_id in session.scalars(select(Tenant.id)).all():
+                    rules_service.sync_default_rules(session, tenant_id=tenant_id)
+        except IntegrityError:  # another process made the same defaults first: next time
+            return
+        self._sensors_fingerprint = fingerprint
+
+    @property
+    def rules(self) -> dict[uuid.UUID, CompiledRule]:
+        return self._rules
+
+    # --- series metadata and history ------------------------------------------------------------
+
+    def _series_meta(self, session: Session, series_ids: list[int]) -> None:
+        now = time.monotonic()
+        wanted = [
+            s
+            for s in series_ids
+            if s not in self._meta or now - self._meta[s].loaded_at > META_TTL_S
+        ]
+        if not wanted:
+            return
+        rows = session.execute(
+            select(Sensor.series_id, Sensor.key, Asset).join(Asset, Asset.id == Sensor.asset_id)
+            .where(Sensor.series_id.in_(wanted))
+        )  # fmt: skip
+        for series_id, key, asset in rows:
+            info = AssetInfo(
+                asset.id, asset.tenant_id, asset.tag, asset.type, str(asset.criticality),
+                dict(asset.attributes or {}),
+            )  # fmt: skip
+            self._meta[series_id] = _SeriesMeta(info, key, now)
+        for series_id in wanted:  # deleted sensors: no longer evaluated
+            if series_id in self._meta and self._meta[series_id].loaded_at != now:
+                del self._meta[series_id]
+
+    def _tail(self, session: Session, series_id: int, first_ts: int, lookback_ms: int) -> _Tail:
+        tail = self._tails.get(series_id)
+        if tail is not None:
+            return tail
+        # First time this series is seen (or after a restart): the history its windows need.
+        rows = session.execute(
+            select(Reading.ts_ms, Reading.value)
+            .where(
+                Reading.series_id == series_id,
+                Reading.ts_ms < first_ts,
+                Reading.ts_ms >= first_ts - lookback_ms,
+            )
+            .order_by(Reading.ts_ms)
+        ).all()
+        if not rows:
+            rows = session.execute(
+                select(Reading.ts_ms, Reading.value)
+                .where(Reading.series_id == series_id, Reading.ts_ms < first_ts)
+                .order_by(Reading.ts_ms.desc())
+                .limit(1)
+            ).all()
+        tail = _Tail(
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=np.float64),
+        )
+        self._tails[series_id] = tail
+        return tail
+
+    # --- evaluation -----------------------------------------------------------------------------
+
+    def process(self, new: Columns) -> list[tuple[str, Alert]]:
+        """Evaluate the rules on these new points (sorted by series and time)."""
+        self.reload_if_changed()
+        if not self._by_sensor or not len(new):
+            return []
+        sid = new.series_id
+        starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
+        ends = np.append(starts[1:], sid.shape[0])
+        touched: dict[tuple[uuid.UUID, uuid.UUID], _Touch] = {}
+        failed: dict[uuid.UUID, str] = {}
+        with self.db.transaction(write=False) as session:
+            self._series_meta(session, [int(sid[s]) for s in starts])
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                series_id = int(sid[start])
+                meta = self._meta.get(series_id)
+                if meta is None:
+                    continue
+                key = (meta.asset.tenant_id, meta.sensor)
+                rules = self._by_sensor.get(key)
+                if not rules:
+                    continue
+                lookback = self._lookback_ms.get(key, 0)
+                ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
+                tail = self._tail(session, series_id, int(ts_new[0]), lookback)
+                fresh = ts_new > tail.last_ts
+                if not fresh.all():  # late points: stored, but rules read forward in time
+                    ts_new, v_new = ts_new[fresh], v_new[fresh]
+                if not ts_new.shape[0]:
+                    continue
+                ts_all = np.concatenate((tail.ts, ts_new))
+                v_all = np.concatenate((tail.value, v_new))
+                offset = tail.ts.shape[0]
+                for rule in rules:
+                    if rule.id in failed or not rule.scope.matches(meta.asset):
+                        continue
+                    try:
+                        self._evaluate(rule, meta, ts_all, v_all, offset, touched)
+                    except Exception as exc:  # noqa: BLE001 - a broken rule is disabled
+                        failed[rule.id] = f"{type(exc).__name__}: {exc}"
+                self.points_evaluated += int(ts_new.shape[0])
+                keep_from = np.searchsorted(ts_all, ts_all[-1] - lookback, side="left")
+                keep_from = min(int(keep_from), ts_all.shape[0] - 1)
+                self._tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
+        actions = self._decide(touched)
+        events = self._apply(actions) if actions else []
+        if failed:
+            self._disable(failed)
+        return events
+
+    def _evaluate(
+        self,
+        rule: CompiledRule,
+        meta: _SeriesMeta,
+        ts_all: np.ndarray[Any, np.dtype[np.int64]],
+        v_all: np.ndarray[Any, np.dtype[np.float64]],
+        offset: int,
+        touched: dict[tuple[uuid.UUID, uuid.UUID], _Touch],
+    ) -> None:
+        state = self._states.setdefault(
+            (rule.id, meta.asset.id), _RuleState([None] * len(rule.conditions))
+        )
+        touch = touched.setdefault((rule.id, meta.asset.id), _Touch(asset=meta.asset))
+        ts_new = ts_all[offset:]
+        touch.ts.append(ts_new)
+        for index, condition in enumerate(rule.conditions):
+            if condition.sensor != meta.sensor:
+                continue
+            if condition.op == "no_data":
+                # Any point means the sensor speaks: the silence condition is false from here.
+                if state.conditions[index] is not False:
+                    touch.changes.append(_Change(int(ts_new[0]), index, False, float(v_all[-1])))
+                continue
+            x = condition.signal(ts_all, v_all, offset)
+            trig = condition.triggers(x)
+            clear = condition.clears(x, rule.hysteresis)
+            initial = state.conditions[index]
+            changed, states = state_changes(trig, clear, initial)
+            for i, new_state in zip(changed.tolist(), states.tolist(), strict=True):
+                touch.changes.append(_Change(int(ts_new[i]), index, bool(new_state), float(x[i])))
+            touch.last_value = float(x[-1])
+            touch.last_sensor = condition.sensor
+
+    def _decide(
+        self, touched: dict[tuple[uuid.UUID, uuid.UUID], _Touch]
+    ) -> list[alerts.Trigger | alerts.Clear]:
+        """Walk each (rule, asset)'s changes in time order: fire after the hold, clear after."""
+        actions: list[alerts.Trigger | alerts.Clear] = []
+        for (rule_id, asset_id), touch in touched.items():
+            rule = self._rules.get(rule_id)
+            state = self._states.get((rule_id, asset_id))
+            if rule is None or state is None:
+                continue
+            meta_asset = touch.asset
+            points = np.unique(np.concatenate(touch.ts)) if touch.ts else np.empty(0, np.int64)
+            changes = sorted(touch.changes, key=lambda c: (c.ts_ms, c.condition))
+            hold_ms = int(rule.for_s * 1000)
+            last_value = touch.last_value
+            i = 0
+            while True:
+                # Up to the next change the combination is constant: fire if the hold completes.
+                next_ts = changes[i].ts_ms if i < len(changes) else None
+                if rule.combined(state.conditions) and not state.firing:
+                    since = state.true_since_ms
+                    assert since is not None
+                    due = since + hold_ms
+                    j = int(np.searchsorted(points, due, side="left"))
+                    if j < points.shape[0] and (next_ts is None or points[j] < next_ts):
+                        state.firing = True
+                        actions.append(self._trigger(rule, meta_asset, int(points[j]), touch))
+                if i >= len(changes):
+                    break
+                # Apply every change at this instant, then look at the combination.
+                ts_now = changes[i].ts_ms
+                while i < len(changes) and changes[i].ts_ms == ts_now:
+                    state.conditions[changes[i].condition] = changes[i].state
+                    last_value = changes[i].value
+                    i += 1
+                if rule.combined(state.conditions):
+                    if state.true_since_ms is None:
+                        state.true_since_ms = ts_now
+                else:
+                    state.true_since_ms = None
+                    # A state restored as firing clears only once the rule is known not to hold.
+                    if state.firing and rule.definitely_false(state.conditions):
+                        state.firing = False
+                        if rule.auto_resolve:
+                            actions.append(
+                                alerts.Clear(
+                                    rule.tenant_id, asset_id, rule.source, from_ms(ts_now),
+                                    last_value, note=f"cleared: {rule.describe()} no longer holds",
+                                )
+                            )  # fmt: skip
+        return actions
+
+    def _trigger(
+        self, rule: CompiledRule, asset: AssetInfo | None, ts_ms: int, touch: _Touch
+    ) -> alerts.Trigger:
+        assert asset is not None
+        description = rule.describe()
+        return alerts.Trigger(
+            tenant_id=rule.tenant_id,
+            asset_id=asset.id,
+            source=rule.source,
+            severity=rule.severity,
+            title=f"{rule.name} on {asset.tag}",
+            message=f"{asset.tag}: {description}",
+            at=from_ms(ts_ms),
+            value=touch.last_value,
+            sensor=touch.last_sensor or next(iter(sorted(rule.sensors))),
+            rule_id=rule.id,
+            details={"rule": rule.name, "condition": description},
+        )
+
+    def _apply(self, actions: list[alerts.Trigger | alerts.Clear]) -> list[tuple[str, Alert]]:
+        events: list[tuple[str, Alert]] = []
+        with self.db.transaction() as session:
+            for action in actions:
+                if isinstance(action, alerts.Trigger):
+                    alert, opened = alerts.fire(session, action)
+                    events.append(("alert.opened" if opened else "alert.repeated", alert))
+                else:
+                    resolved = alerts.auto_resolve(session, action)
+                    if resolved is not None:
+                        events.append(("alert.resolved", resolved))
+            for kind, alert in events:
+                for hook in self.hooks:
+                    hook(session, kind, alert)
+        for kind, alert in events:
+            for listener in self.listeners:
+                try:
+                    listener(kind, alert)
+                except Exception:  # noqa: BLE001 - listeners must not break detection
+                    log.exception("alert_listener_failed")
+        return events
+
+    def _disable(self, failed: dict[uuid.UUID, str]) -> None:
+        with self.db.transaction() as session:
+            for rule_id, error in failed.items():
+                rule = session.get(AlertRule, rule_id)
+                if rule is not None:
+                    rule.enabled = False
+                    rule.error = error[:2000]
+                    rule.version += 1
+                    rule.updated_at = utcnow()
+                log.error("rule_disabled", rule=str(rule_id), error=error)
+        self.reload_if_changed(force=True)
+
+    # --- no-data --------------------------------------------------------------------------------
+
+    def check_silence(self, now: datetime | None = None) -> list[tuple[str, Alert]]:
+        """Fire no-data conditions whose sensor has been silent too long (wall-clock time)."""
+        self.reload_if_changed()
+        now = now or utcnow()
+        now_ms = int((now - EPOCH) / timedelta(milliseconds=1))
+        actions: list[alerts.Trigger | alerts.Clear] = []
+        silent_rules = [
+            r for r in self._rules.values() if any(c.op == "no_data" for c in r.conditions)
+        ]
+        if not silent_rules:
+            return []
+        with self.db.transaction(write=False) as session:
+            for rule in silent_rules:
+                for index, condition in enumerate(rule.conditions):
+                    if condition.op != "no_data":
+                        continue
+                    rows = session.execute(
+                        select(Asset, SeriesLatest.ts_ms)
+                        .join(Sensor, Sensor.asset_id == Asset.id)
+                        .outerjoin(SeriesLatest, SeriesLatest.series_id == Sensor.series_id)
+                        .where(Sensor.tenant_id == rule.tenant_id, Sensor.key == condition.sensor)
+                    ).all()
+                    for asset, last_ts in rows:
+                        info = AssetInfo(
+                            asset.id, asset.tenant_id, asset.tag, asset.type,
+                            str(asset.criticality), dict(asset.attributes or {}),
+                        )  # fmt: skip
+                        if not rule.scope.matches(info) or last_ts is None:
+                            continue
+                        due = int(last_ts) + int(condition.no_data_s * 1000)
+                        if now_ms < due:
+                            continue
+                        state = self._states.setdefault(
+                            (rule.id, asset.id), _RuleState([None] * len(rule.conditions))
+                        )
+                        state.conditions[index] = True
+                        if rule.combined(state.conditions) and not state.firing:
+                            state.firing = True
+                            state.true_since_ms = due
+                            touch = _Touch(last_sensor=condition.sensor, asset=info)
+                            actions.append(self._trigger(rule, info, due, touch))
+        return self._apply(actions) if actions else []
+
+
+def compile_rule(rule: AlertRule) -> CompiledRule:
+    conditions: tuple[Condition, ...] = tuple(condition_from_json(c) for c in rule.conditions)
+    if not conditions:
+        raise ValueError("a rule needs at least one condition")
+    return CompiledRule(
+        id=rule.id,
+        tenant_id=rule.tenant_id,
+        name=rule.name,
+        severity=rule.severity,
+        scope=Scope.from_json(rule.scope or {}),
+        conditions=conditions,
+        combine=rule.combine,
+        for_s=float(rule.for_s or 0.0),
+        hysteresis=float(rule.clear_hysteresis or 0.0),
+        auto_resolve=bool(rule.auto_resolve),
+        version=rule.version,
+    )

@@ -1,0 +1,116 @@
+"""Detection off the ingest path: a bounded queue and one thread running the rule engine.
+
+The writer hands over each committed write's new points and goes on; when detection falls
+behind by more than ``max_pending_points`` the writer waits (backpressure reaches the API as
+503 + Retry-After) rather than skipping points or growing memory without bound. The same thread
+checks no-data conditions every ``silence_interval_s``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from foresight.detection.engine import RuleEngine
+from foresight.kit.logging import get_logger
+from foresight.timeseries.store import Columns, WriteResult, sorted_unique
+
+log = get_logger("foresight.detection")
+
+
+class DetectionWorker:
+    def __init__(
+        self,
+        engine: RuleEngine,
+        *,
+        max_pending_points: int = 2_000_000,
+        silence_interval_s: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.max_pending_points = max_pending_points
+        self.silence_interval_s = silence_interval_s
+        self._pending: list[Columns] = []
+        self._pending_points = 0
+        self._busy = False
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def observe(self, write: WriteResult) -> None:
+        """Pipeline observer: queue a committed write's new points."""
+        if write.new is not None and len(write.new):
+            self.submit(write.new)
+
+    def submit(self, new: Columns) -> None:
+        with self._cond:
+            while self._pending_points >= self.max_pending_points and not self._stop:
+                self._cond.wait(0.5)
+            self._pending.append(new)
+            self._pending_points += len(new)
+            self._cond.notify_all()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until everything submitted has been evaluated (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.1))
+        return True
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="detection", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        self.drain()
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        next_silence = time.monotonic() + self.silence_interval_s
+        while True:
+            with self._cond:
+                while not self._pending and not self._stop:
+                    if time.monotonic() >= next_silence:
+                        break
+                    self._cond.wait(max(0.0, min(1.0, next_silence - time.monotonic())))
+                if self._stop and not self._pending:
+                    return
+                batch, self._pending, self._pending_points = self._pending, [], 0
+                self._busy = True
+                self._cond.notify_all()
+            try:
+                if batch:
+                    self.engine.process(_merge(batch))
+                if time.monotonic() >= next_silence:
+                    next_silence = time.monotonic() + self.silence_interval_s
+                    self.engine.check_silence()
+            except Exception:  # noqa: BLE001 - detection must never stop; the error is logged
+                log.exception("detection_failed")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+
+def _merge(batch: list[Columns]) -> Columns:
+    if len(batch) == 1:
+        return batch[0]
+    return sorted_unique(
+        np.concatenate([c.series_id for c in batch]),
+        np.concatenate([c.ts_ms for c in batch]),
+        np.concatenate([c.value for c in batch]),
+    )
