@@ -12,10 +12,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from foresight.assets import service as assets_service
 from foresight.ingest.batch import Batch, RowError
@@ -141,7 +144,9 @@ class NatsBus:
         return errors
 
     async def submit(self, batch: Batch) -> Outcome:
-        if self._js is None:
+        if self._js is None or not self._nc.is_connected:
+            # While nats-py reconnects it would buffer the publish and the request would wait
+            # out the publish timeout for an ack that cannot come: refuse at once instead.
             raise Unavailable("the NATS bus is not connected")
         errors = list(batch.errors)
         errors += await asyncio.to_thread(self._precheck, batch)
@@ -208,8 +213,17 @@ class Worker:
         self._stopping.set()
 
     def _persist(self, batches: list[Batch]) -> None:
-        with self.db.transaction() as session:
-            persisted = self.pipeline.persist(session, batches)
+        for attempt in range(3):
+            try:
+                with self.db.transaction() as session:
+                    persisted = self.pipeline.persist(session, batches)
+                break
+            except IntegrityError:
+                # Workers persist in parallel: another one created the same sensor (or asset)
+                # first. Nothing was stored; the next attempt finds it, instead of a nak that
+                # would hold these messages back for seconds.
+                if attempt == 2:
+                    raise
         self.pipeline.remember(persisted)
 
     async def run(self) -> None:
@@ -226,16 +240,23 @@ class Worker:
                 stream=self.stream,
                 config=api.ConsumerConfig(ack_wait=self.ack_wait_s, max_ack_pending=10_000),
             )
+            pause = 0.0
             while not self._stopping.is_set():
+                if pause:
+                    # The last persist failed (the database is down?): wait before fetching
+                    # more, rather than cycling through the whole backlog failing and nak'ing.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), timeout=pause)
                 try:
                     messages = await sub.fetch(self.fetch_batch, timeout=1)
                 except (NatsTimeout, TimeoutError):  # nothing waiting: nats-py raises either
                     continue
-                await self.handle(messages)
+                pause = 0.0 if await self.handle(messages) else min(max(pause * 2, 0.5), 5.0)
         finally:
             await nc.close()
 
-    async def handle(self, messages: list[Any]) -> None:
+    async def handle(self, messages: list[Any]) -> bool:
+        """Persist and ack ``messages``; False if persisting failed (they are nak'ed)."""
         decoded: list[tuple[Any, Batch]] = []
         for message in messages:
             try:
@@ -244,14 +265,15 @@ class Worker:
                 log.error("undecodable_message", subject=message.subject)
                 await message.term()  # poison: never redeliver
         if not decoded:
-            return
+            return True
         try:
             await asyncio.to_thread(self._persist, [batch for _, batch in decoded])
         except Exception as exc:  # noqa: BLE001 - redelivered later, by us or another worker
             log.error("worker_persist_failed", error=str(exc).splitlines()[0])
             for message, _ in decoded:
                 await message.nak(delay=2)
-            return
+            return False
         for message, _ in decoded:
             await message.ack()
         self.persisted_messages += len(decoded)
+        return True
