@@ -56,6 +56,13 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/maintenance/{record_id}"): P.read,
     ("PATCH", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
     ("DELETE", "/api/v1/maintenance/{record_id}"): P.maintenance_write,
+    ("GET", "/api/v1/notification-channels"): P.settings_manage,
+    ("POST", "/api/v1/notification-channels"): P.settings_manage,
+    ("GET", "/api/v1/notification-channels/{channel_id}"): P.settings_manage,
+    ("PATCH", "/api/v1/notification-channels/{channel_id}"): P.settings_manage,
+    ("DELETE", "/api/v1/notification-channels/{channel_id}"): P.settings_manage,
+    ("POST", "/api/v1/notification-channels/{channel_id}/test"): P.settings_manage,
+    ("GET", "/api/v1/notification-channels/{channel_id}/deliveries"): P.settings_manage,
     ("POST", "/api/v1/readings"): P.ingest,
     ("GET", "/api/v1/assets/{asset_id}/readings"): P.read,
     ("GET", "/api/v1/assets/{asset_id}/readings/latest"): P.read,
@@ -114,6 +121,15 @@ class World:
         return str(self.post(f"/api/v1/assets/{asset_id}/sensors", {"key": key})["id"])
 
     def record(self, asset_id: str) -> str:
+    def channel(self) -> str:
+        # Nothing listens on port 9: a test message fails fast (and is still a 200).
+        body = {
+            "name": f"c-{uuid.uuid4().hex[:8]}",
+            "kind": "webhook",
+            "config": {"url": "http://127.0.0.1:9/hook"},
+        }
+        return str(self.post("/api/v1/notification-channels", body)["id"])
+
         body = {"kind": "inspection", "scheduled_for": "2030-01-01T00:00:00Z"}
         return str(self.post(f"/api/v1/assets/{asset_id}/maintenance", body)["id"])
 
@@ -241,6 +257,35 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
         ),
         ("DELETE", "/api/v1/maintenance/{record_id}"): with_record("/api/v1/maintenance/{r}"),
         ("GET", "/api/v1/assets/{asset_id}/readings"): with_asset("/api/v1/assets/{a}/readings"),
+        ("GET", "/api/v1/notification-channels"): lambda: ("/api/v1/notification-channels", None),
+        ("POST", "/api/v1/notification-channels"): lambda: (
+            "/api/v1/notification-channels",
+            {
+                "name": f"n-{uuid.uuid4().hex[:8]}",
+                "kind": "webhook",
+                "config": {"url": "http://127.0.0.1:9/hook"},
+            },
+        ),
+        ("GET", "/api/v1/notification-channels/{channel_id}"): lambda: (
+            f"/api/v1/notification-channels/{w.channel()}",
+            None,
+        ),
+        ("PATCH", "/api/v1/notification-channels/{channel_id}"): lambda: (
+            f"/api/v1/notification-channels/{w.channel()}",
+            {"min_severity": "critical"},
+        ),
+        ("DELETE", "/api/v1/notification-channels/{channel_id}"): lambda: (
+            f"/api/v1/notification-channels/{w.channel()}",
+            None,
+        ),
+        ("POST", "/api/v1/notification-channels/{channel_id}/test"): lambda: (
+            f"/api/v1/notification-channels/{w.channel()}/test",
+            None,
+        ),
+        ("GET", "/api/v1/notification-channels/{channel_id}/deliveries"): lambda: (
+            f"/api/v1/notification-channels/{w.channel()}/deliveries",
+            None,
+        ),
         ("GET", "/api/v1/assets/{asset_id}/readings/latest"): with_asset(
             "/api/v1/assets/{a}/readings/latest"
         ),

@@ -34,6 +34,12 @@ def test_every_resource_is_isolated(client: TestClient, factory: Factory) -> Non
         client, a, "/api/v1/users", {"email": "a-only@example.com", "password": "long-password"}
     )
     key = _create(client, a, "/api/v1/api-keys", {"label": "a-device"})
+    channel = _create(
+        client,
+        a,
+        "/api/v1/notification-channels",
+        {"name": "a-hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/"}},
+    )
     # The same tag may exist in the other tenant: uniqueness is per tenant.
     _create(client, b, "/api/v1/assets", {"tag": "PUMP-001", "name": "B's pump"})
 
@@ -42,6 +48,7 @@ def test_every_resource_is_isolated(client: TestClient, factory: Factory) -> Non
         "sensor": (f"/api/v1/assets/{asset['id']}/sensors/{sensor['id']}", {"unit": "x"}),
         "maintenance": (f"/api/v1/maintenance/{record['id']}", {"notes": "hijacked"}),
         "user": (f"/api/v1/users/{user['id']}", {"full_name": "hijacked"}),
+        "channel": (f"/api/v1/notification-channels/{channel['id']}", {"name": "hijacked"}),
     }
     for name, (path, patch) in resources.items():
         assert client.get(path, headers=b.headers).status_code == 404, name
@@ -62,6 +69,17 @@ def test_every_resource_is_isolated(client: TestClient, factory: Factory) -> Non
         f"/api/v1/assets/{child['id']}/ancestors",
     ):
         assert client.get(path, headers=b.headers).status_code == 404, path
+    # A's channel can neither be tested nor have its delivery log read from B.
+    channel_path = f"/api/v1/notification-channels/{channel['id']}"
+    assert client.post(f"{channel_path}/test", headers=b.headers).status_code == 404
+    assert client.get(f"{channel_path}/deliveries", headers=b.headers).status_code == 404
+    # The same channel name may exist in the other tenant.
+    _create(
+        client,
+        b,
+        "/api/v1/notification-channels",
+        {"name": "a-hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/"}},
+    )
     # Creating under A's asset, or pointing at it as a parent, is refused too.
     assert (
         client.post(
@@ -87,12 +105,14 @@ def test_every_resource_is_isolated(client: TestClient, factory: Factory) -> Non
 
     # Lists never show A's objects.
     a_ids = {asset["id"], child["id"], sensor["id"], record["id"], user["id"], key["id"]}
+    a_ids.add(channel["id"])
     for path in (
         "/api/v1/assets",
         "/api/v1/maintenance",
         "/api/v1/maintenance/upcoming?days=365",
         "/api/v1/users",
         "/api/v1/api-keys",
+        "/api/v1/notification-channels",
         "/api/v1/audit?limit=500",
     ):
         response = client.get(path, headers=b.headers)

@@ -307,6 +307,44 @@ def retention_run(
         raise typer.Exit(1)
 
 
+# --- notifications --------------------------------------------------------------------------
+
+notify_app = typer.Typer(help="Alert notifications (the outbox dispatcher).", no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.command("run")
+def notify_run(
+    once: Annotated[
+        bool, typer.Option("--once", help="One round: deliver what is due now, then exit")
+    ] = False,
+) -> None:
+    """Deliver the notification outbox (as many processes as you like, on PostgreSQL)."""
+    import signal
+
+    from foresight.kit.logging import configure_logging
+    from foresight.notifications.dispatcher import Dispatcher
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    database = Database.from_url(settings.effective_database_url)
+    dispatcher = Dispatcher.from_settings(database, settings)
+    try:
+        if once:
+            counts = dispatcher.run_once()
+            out.print(
+                f"claimed {counts.claimed}, delivered {counts.delivered}, retrying "
+                f"{counts.retried}, dead-lettered {counts.dead}, deferred {counts.deferred}",
+                highlight=False,
+            )
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: dispatcher.stop_soon())
+        dispatcher.run_forever()
+    finally:
+        database.dispose()
+
+
 # --- demo -----------------------------------------------------------------------------------
 
 

@@ -68,6 +68,22 @@ class Settings(BaseSettings):
 
     # Scale-out: with a NATS URL, API nodes publish to JetStream and `foresight worker` persists.
     nats_url: str = ""
+    # Notifications: the outbox dispatcher runs in the API process (else `foresight notify run`),
+    # polls this often (new deliveries also wake it), sends with this timeout, retries with
+    # exponential backoff (base, cap; with jitter) and dead-letters after max attempts. A claimed
+    # delivery whose result is not recorded within the lease (a crashed dispatcher) is resent.
+    notify_embedded: bool = True
+    notify_poll_interval_s: Annotated[float, Field(gt=0)] = 2.0
+    notify_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    notify_max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
+    notify_backoff_base_s: Annotated[float, Field(ge=0)] = 10.0
+    notify_backoff_max_s: Annotated[float, Field(ge=0)] = 3600.0
+    notify_lease_s: Annotated[float, Field(gt=0)] = 120.0
+    notify_batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    notify_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    # Slack Web API (chat.postMessage) base URL; change it only for a proxy or a test server.
+    slack_api_base_url: str = "https://slack.com/api/"
+
     nats_stream: str = "FORESIGHT_INGEST"
     nats_subject_prefix: str = "foresight.ingest"
 

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
 import yaml
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response
 from pydantic import ValidationError
 
+from foresight.assets import service as assets_service
 from foresight.detection import alerts as alerts_service
 from foresight.detection import service
+from foresight.detection.anomaly_stage import scores_query
 from foresight.detection.schemas import (
     AlertAction,
     AlertPage,
     AlertRead,
     AlertStats,
+    AnomalyPoint,
+    AnomalySeries,
     RuleCreate,
     RuleImportResult,
     RulePage,
@@ -28,10 +32,12 @@ from foresight.detection.schemas import (
 )
 from foresight.kit.errors import FieldError, InvalidInput, MalformedBody, UnsupportedMediaType
 from foresight.kit.schemas import UtcDatetime
-from foresight.models import AlertStatus, Severity
+from foresight.kit.time import utcnow
+from foresight.models import AlertStatus, AnomalyScore, Severity
 from foresight.web.deps import AlertActor, Reader, RuleWriter, SessionDep
 
 router = APIRouter(tags=["alerts"])
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
 Start = Annotated[UtcDatetime | None, Query(description="triggered_at at or after (ISO 8601)")]
@@ -40,6 +46,13 @@ End = Annotated[UtcDatetime | None, Query(description="triggered_at before (ISO 
 
 def _hooks(request: Request) -> list[Any]:
     return list(getattr(request.app.state, "alert_hooks", []))
+
+
+def _after_commit(request: Request, background: BackgroundTasks, kind: str, alert: Any) -> None:
+    """Post-commit alert listeners (live updates): background tasks run after the response,
+    hence after the session dependency committed."""
+    for listener in getattr(request.app.state, "alert_listeners", []):
+        background.add_task(listener, kind, alert)
 
 
 # --- rules ----------------------------------------------------------------------------------
@@ -210,6 +223,7 @@ def acknowledge_alert(
     principal: AlertActor,
     session: SessionDep,
     request: Request,
+    background: BackgroundTasks,
     body: AlertAction | None = None,
 ) -> AlertRead:
     """Open → acknowledged, with who, when and an optional note."""
@@ -220,6 +234,7 @@ def acknowledge_alert(
         note=body.note if body else "",
         hooks=_hooks(request),
     )
+    _after_commit(request, background, "alert.acknowledged", alert)
     return AlertRead.model_validate(alert)
 
 
@@ -229,6 +244,7 @@ def resolve_alert(
     principal: AlertActor,
     session: SessionDep,
     request: Request,
+    background: BackgroundTasks,
     body: AlertAction | None = None,
 ) -> AlertRead:
     """Open or acknowledged → resolved, with who, when and an optional note."""
@@ -239,7 +255,43 @@ def resolve_alert(
         note=body.note if body else "",
         hooks=_hooks(request),
     )
+    _after_commit(request, background, "alert.resolved", alert)
     return AlertRead.model_validate(alert)
+
+
+@router.get("/assets/{asset_id}/anomalies", response_model=AnomalySeries)
+def asset_anomalies(
+    asset_id: uuid.UUID,
+    principal: Reader,
+    session: SessionDep,
+    start: Annotated[UtcDatetime | None, Query(description="Default: 24 h before end")] = None,
+    end: Annotated[UtcDatetime | None, Query(description="Default: now")] = None,
+    flagged: Annotated[bool, Query(description="Only flagged minutes")] = False,
+    limit: Annotated[int, Query(ge=1, le=20_000)] = 5_000,
+) -> AnomalySeries:
+    """Anomaly scores per minute of data time (time, score, flag, kind, driving sensors)."""
+    _check_window(start, end)
+    asset = assets_service.get_asset(session, tenant_id=principal.tenant_id, asset_id=asset_id)
+    end = end or utcnow()
+    start = start or end - timedelta(hours=24)
+    stmt = scores_query(principal.tenant_id, asset.id, _ms(start), _ms(end))
+    if flagged:
+        stmt = stmt.where(AnomalyScore.flag.is_(True))
+    rows = session.scalars(stmt.limit(limit + 1)).all()
+    items = [
+        AnomalyPoint(
+            ts=EPOCH + timedelta(milliseconds=r.minute_ms), detector=r.detector, score=r.score,
+            flag=r.flag, kind=r.kind, sensors=list(r.sensors or []),
+        )
+        for r in rows[:limit]
+    ]  # fmt: skip
+    return AnomalySeries(
+        asset_id=asset.id, start=start, end=end, items=items, truncated=len(rows) > limit
+    )
+
+
+def _ms(value: datetime) -> int:
+    return (value - EPOCH) // timedelta(milliseconds=1)
 
 
 def _check_window(start: datetime | None, end: datetime | None) -> None:

@@ -30,6 +30,8 @@ from sqlalchemy.orm import Session
 
 from foresight.detection import alerts
 from foresight.detection import service as rules_service
+from foresight.detection.anomaly import MinuteScore
+from foresight.detection.anomaly_stage import AnomalyStage, Segment, store_scores
 from foresight.detection.rules import (
     AssetInfo,
     CompiledRule,
@@ -112,12 +114,15 @@ class RuleEngine:
         listeners: list[AlertListener] | None = None,
         hooks: list[AlertHook] | None = None,
         sync_defaults: bool = True,
+        anomaly: AnomalyStage | None = None,
     ) -> None:
         self.db = db
         self.reload_interval_s = reload_interval_s
         self.listeners = listeners or []
         self.hooks = hooks or []
         self.sync_defaults = sync_defaults
+        # Unsupervised anomaly detection on every series (None: off).
+        self.anomaly = anomaly
         self._sensors_fingerprint: tuple[Any, ...] | None = None
         self._rules: dict[uuid.UUID, CompiledRule] = {}
         self._by_sensor: dict[tuple[uuid.UUID, str], list[CompiledRule]] = {}
@@ -181,6 +186,8 @@ class RuleEngine:
                 new = compiled.get(rule_id)
                 if new is None or old.get(rule_id) != new:
                     del self._states[(rule_id, asset_id)]
+            if self.anomaly is not None:
+                self.anomaly.restore(firing)
             active = {(s, a) for _, s, a in firing}
             for rule in compiled.values():
                 for source, asset_id in active:
@@ -266,13 +273,16 @@ class RuleEngine:
     def process(self, new: Columns) -> list[tuple[str, Alert]]:
         """Evaluate the rules on these new points (sorted by series and time)."""
         self.reload_if_changed()
-        if not self._by_sensor or not len(new):
+        if not len(new) or (not self._by_sensor and self.anomaly is None):
             return []
         sid = new.series_id
         starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
         ends = np.append(starts[1:], sid.shape[0])
         touched: dict[tuple[uuid.UUID, uuid.UUID], _Touch] = {}
         failed: dict[uuid.UUID, str] = {}
+        segments: list[Segment] = []
+        scores: list[MinuteScore] = []
+        anomaly_actions: list[alerts.Trigger | alerts.Clear] = []
         with self.db.transaction(write=False) as session:
             self._series_meta(session, [int(sid[s]) for s in starts])
             for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
@@ -280,12 +290,14 @@ class RuleEngine:
                 meta = self._meta.get(series_id)
                 if meta is None:
                     continue
+                ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
+                if self.anomaly is not None:
+                    segments.append(Segment(series_id, meta.asset, meta.sensor, ts_new, v_new))
                 key = (meta.asset.tenant_id, meta.sensor)
                 rules = self._by_sensor.get(key)
                 if not rules:
                     continue
                 lookback = self._lookback_ms.get(key, 0)
-                ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
                 tail = self._tail(session, series_id, int(ts_new[0]), lookback)
                 fresh = ts_new > tail.last_ts
                 if not fresh.all():  # late points: stored, but rules read forward in time
@@ -306,8 +318,10 @@ class RuleEngine:
                 keep_from = np.searchsorted(ts_all, ts_all[-1] - lookback, side="left")
                 keep_from = min(int(keep_from), ts_all.shape[0] - 1)
                 self._tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
-        actions = self._decide(touched)
-        events = self._apply(actions) if actions else []
+            if self.anomaly is not None and segments:
+                scores, anomaly_actions = self.anomaly.process(session, segments)
+        actions = self._decide(touched) + anomaly_actions
+        events = self._apply(actions, scores) if actions or scores else []
         if failed:
             self._disable(failed)
         return events
@@ -416,9 +430,12 @@ class RuleEngine:
             details={"rule": rule.name, "condition": description},
         )
 
-    def _apply(self, actions: list[alerts.Trigger | alerts.Clear]) -> list[tuple[str, Alert]]:
+    def _apply(
+        self, actions: list[alerts.Trigger | alerts.Clear], scores: list[MinuteScore] | None = None
+    ) -> list[tuple[str, Alert]]:
         events: list[tuple[str, Alert]] = []
         with self.db.transaction() as session:
+            store_scores(session, scores or [])
             for action in actions:
                 if isinstance(action, alerts.Trigger):
                     alert, opened = alerts.fire(session, action)

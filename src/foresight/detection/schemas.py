@@ -288,3 +288,20 @@ class AlertStats(OutputModel):
     by_day: list[CountBy] = Field(description="Alerts triggered per UTC day (YYYY-MM-DD)")
     mean_time_to_acknowledge_s: float | None
     mean_time_to_resolve_s: float | None
+
+
+class AnomalyPoint(OutputModel):
+    ts: datetime = Field(description="Start of the minute (data time)")
+    detector: str = Field(description="sensor (per-sensor baselines) or multivariate")
+    score: float = Field(description="1 = at the detection threshold")
+    flag: bool
+    kind: str = Field(description="spike, level_shift, noise, stuck, drift or multivariate")
+    sensors: list[str] = Field(description="The sensors that drove the score, most first")
+
+
+class AnomalySeries(OutputModel):
+    asset_id: uuid.UUID
+    start: datetime
+    end: datetime
+    items: list[AnomalyPoint]
+    truncated: bool = Field(description="More minutes than `limit` in the window")

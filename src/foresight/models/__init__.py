@@ -17,6 +17,13 @@ from foresight.models.enums import (
     Severity,
 )
 from foresight.models.maintenance import MaintenanceRecord
+from foresight.models.notifications import (
+    ChannelKind,
+    DeliveryStatus,
+    NotificationAttempt,
+    NotificationChannel,
+    NotificationOutbox,
+)
 from foresight.models.timeseries import Reading, Rollup, SeriesLatest
 
 __all__ = [
@@ -31,10 +38,15 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Criticality",
+    "ChannelKind",
     "MaintenanceKind",
+    "DeliveryStatus",
     "MaintenanceRecord",
     "MaintenanceStatus",
     "Reading",
+    "NotificationAttempt",
+    "NotificationChannel",
+    "NotificationOutbox",
     "Role",
     "Rollup",
     "Sensor",

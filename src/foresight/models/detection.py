@@ -6,7 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -86,3 +96,22 @@ class Alert(IdMixin, TimestampMixin, Base):
     resolved_at: Mapped[datetime | None] = mapped_column(default=None)
     resolved_by: Mapped[str | None] = mapped_column(String(200), default=None)
     resolve_note: Mapped[str] = mapped_column(Text, default="")
+
+
+class AnomalyScore(Base):
+    """The largest anomaly score of an asset in one minute of data time, per detector."""
+
+    __tablename__ = "anomaly_scores"
+    __table_args__ = (Index("ix_anomaly_scores_tenant_minute", "tenant_id", "minute_ms"),)
+
+    asset_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True
+    )
+    detector: Mapped[str] = mapped_column(String(32), primary_key=True)
+    minute_ms: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    score: Mapped[float] = mapped_column(Float)
+    flag: Mapped[bool] = mapped_column(Boolean)
+    kind: Mapped[str] = mapped_column(String(32))
+    # The sensors that drove the score, most to least.
+    sensors: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -29,6 +29,9 @@ from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.tenants import endpoints as tenants_endpoints
 from foresight.timeseries import endpoints as timeseries_endpoints
 from foresight.timeseries.latest import LatestCache
+from foresight.notifications import endpoints as notifications_endpoints
+from foresight.notifications import outbox as notifications_outbox
+from foresight.notifications.dispatcher import Dispatcher as NotificationDispatcher
 from foresight.timeseries.retention import RetentionJob
 from foresight.web import ops, problems
 from foresight.web.middleware import Metrics, RequestContextMiddleware
@@ -46,6 +49,7 @@ def api_router() -> APIRouter:
         timeseries_endpoints,
         ingest_endpoints,
         detection_endpoints,
+        notifications_endpoints,
         audit_endpoints,
     ):
         router.include_router(module.router)
@@ -81,9 +85,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         )
         app.state.retention_job = retention_job
         retention_job.start()
+        # Notification outbox dispatcher (FORESIGHT_NOTIFY_EMBEDDED; or `foresight notify run`).
+        notifier = NotificationDispatcher.from_settings(db, settings)
+        if settings.notify_embedded:
+            notifier.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(notifier.stop)  # finishes the sends in hand
             await retention_job.stop()  # ends after its current chunk, before the db closes
             if subscriber_task is not None:
                 app.state.mqtt_subscriber.stop()
@@ -113,6 +122,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.latest_cache = latest_cache
     # Hooks run inside the transaction that changes an alert (the notification outbox).
     app.state.alert_hooks = []
+    # Alert changes write their notifications to the outbox, in the changing transaction.
+    app.state.alert_hooks.append(notifications_outbox.enqueue)
     # Detection runs where points are persisted: here in the embedded shape, in `foresight
     # worker` with NATS.
     detection = None

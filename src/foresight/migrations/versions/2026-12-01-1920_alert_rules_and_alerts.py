@@ -158,9 +158,46 @@ def upgrade() -> None:
             sqlite_where=sa.text("status != 'resolved'"),
             postgresql_where=sa.text("status != 'resolved'"),
         )
+    op.create_table(
+        "anomaly_scores",
+        sa.Column("asset_id", sa.Uuid(), nullable=False),
+        sa.Column("detector", sa.String(length=32), nullable=False),
+        sa.Column("minute_ms", sa.BigInteger(), nullable=False),
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.Column("score", sa.Float(), nullable=False),
+        sa.Column("flag", sa.Boolean(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column(
+            "sensors",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
+        sa.ForeignKeyConstraint(
+            ["asset_id"],
+            ["assets.id"],
+            name=op.f("fk_anomaly_scores_asset_id_assets"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_anomaly_scores_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "asset_id", "detector", "minute_ms", name=op.f("pk_anomaly_scores")
+        ),
+    )
+    with op.batch_alter_table("anomaly_scores", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_anomaly_scores_tenant_minute", ["tenant_id", "minute_ms"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("anomaly_scores", schema=None) as batch_op:
+        batch_op.drop_index("ix_anomaly_scores_tenant_minute")
+    op.drop_table("anomaly_scores")
     with op.batch_alter_table("alerts", schema=None) as batch_op:
         batch_op.drop_index(
             "uq_alerts_open_source_asset",

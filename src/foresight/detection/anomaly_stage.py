@@ -1,0 +1,296 @@
+"""The anomaly detectors inside the detection stage: scores kept per asset-minute, alerts.
+
+See ``foresight.detection.anomaly`` for the detectors themselves. This part folds a batch's new
+points into them, stores the per-minute scores (``anomaly_scores``, the largest score of the
+minute wins) and turns sustained anomalies into alerts (source ``detector:sensor`` and
+``detector:multivariate``) that resolve themselves once the signal is normal again.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Select, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from foresight.detection import alerts
+from foresight.detection.anomaly import (
+    KINDS,
+    MINUTE_MS,
+    AnomalyConfig,
+    AssetState,
+    MinuteScore,
+    SeriesState,
+    add_minute_means,
+    score_series,
+    score_vector,
+    sensitivity_factor,
+)
+from foresight.detection.rules import AssetInfo
+from foresight.models import AnomalyScore, Severity, Tenant
+from foresight.timeseries.store import F64, I64
+
+SETTINGS_TTL_S = 30.0
+DETECTORS = ("sensor", "multivariate")
+TITLES = {"sensor": "Anomaly", "multivariate": "Unusual combination of sensors"}
+
+
+@dataclass
+class _Pending:
+    minute: int
+    score: float
+    kind: str
+    sensors: tuple[str, ...]
+
+
+@dataclass
+class Segment:
+    series_id: int
+    asset: AssetInfo
+    sensor: str
+    ts: I64
+    value: F64
+
+
+@dataclass
+class _AssetWork:
+    asset: AssetInfo
+    factor: float
+    sensor_minutes: dict[int, list[tuple[float, str, str]]] = field(default_factory=dict)
+    means: list[tuple[int, str, float, int]] = field(default_factory=list)
+
+
+class AnomalyStage:
+    def __init__(self, config: AnomalyConfig | None = None) -> None:
+        self.config = config or AnomalyConfig()
+        self.series: dict[int, SeriesState] = {}
+        self.last_ts: dict[int, int] = {}
+        self.assets: dict[uuid.UUID, AssetState] = {}
+        self.asset_series: dict[uuid.UUID, dict[str, int]] = {}
+        self.pending: dict[tuple[uuid.UUID, str], _Pending] = {}
+        self._settings: dict[uuid.UUID, tuple[bool, float, float]] = {}
+
+    # --- settings and restored state ------------------------------------------------------------
+
+    def _tenant(self, session: Session, tenant_id: uuid.UUID) -> tuple[bool, float]:
+        hit = self._settings.get(tenant_id)
+        now = time.monotonic()
+        if hit is None or now - hit[2] > SETTINGS_TTL_S:
+            tenant = session.get(Tenant, tenant_id)
+            raw: dict[str, Any] = dict(tenant.settings or {}) if tenant else {}
+            enabled = raw.get("anomaly_detection", True) not in (False, "false", 0, "0", "off")
+            hit = (enabled, sensitivity_factor(raw.get("anomaly_sensitivity")), now)
+            self._settings[tenant_id] = hit
+        return hit[0], hit[1]
+
+    def restore(self, active: list[tuple[uuid.UUID, str, uuid.UUID]]) -> None:
+        """Detector alerts still open count as firing (after a restart)."""
+        for _tenant, source, asset_id in active:
+            if source.startswith("detector:"):
+                state = self.assets.setdefault(asset_id, AssetState())
+                state.firing[source.split(":", 1)[1]] = True
+
+    # --- one batch --------------------------------------------------------------------------------
+
+    def process(
+        self, session: Session, segments: list[Segment]
+    ) -> tuple[list[MinuteScore], list[alerts.Trigger | alerts.Clear]]:
+        work: dict[uuid.UUID, _AssetWork] = {}
+        for seg in segments:
+            enabled, factor = self._tenant(session, seg.asset.tenant_id)
+            if not enabled:
+                continue
+            last = self.last_ts.get(seg.series_id, -1)
+            fresh = seg.ts > last
+            ts, value = (seg.ts, seg.value) if fresh.all() else (seg.ts[fresh], seg.value[fresh])
+            if not ts.shape[0]:
+                continue
+            self.last_ts[seg.series_id] = int(ts[-1])
+            own = sensitivity_factor(seg.asset.metadata.get("anomaly_sensitivity", None))
+            w = work.setdefault(seg.asset.id, _AssetWork(seg.asset, factor * own))
+            self.asset_series.setdefault(seg.asset.id, {})[seg.sensor] = seg.series_id
+            state = self.series.setdefault(seg.series_id, SeriesState())
+            scores, kinds = score_series(state, value, self.config, ts)
+            scores = scores * w.factor
+            minute = ts - ts % MINUTE_MS
+            starts = np.flatnonzero(np.concatenate(([True], minute[1:] != minute[:-1])))
+            ends = np.append(starts[1:], minute.shape[0])
+            best = np.maximum.reduceat(scores, starts)
+            counts = ends - starts
+            at_best = np.where(
+                scores == np.repeat(best, counts), np.arange(scores.shape[0]), 1 << 60
+            )
+            first = np.minimum.reduceat(at_best, starts)
+            means = np.add.reduceat(value, starts) / counts
+            for i, m in enumerate(minute[starts].tolist()):
+                kind = KINDS[int(kinds[first[i]])]
+                w.sensor_minutes.setdefault(m, []).append((float(best[i]), seg.sensor, kind))
+                w.means.append((m, seg.sensor, float(means[i]), int(counts[i])))
+        rows: list[MinuteScore] = []
+        actions: list[alerts.Trigger | alerts.Clear] = []
+        for asset_id, w in work.items():
+            asset_state = self.assets.setdefault(asset_id, AssetState())
+            for m in sorted(w.sensor_minutes):
+                found = sorted(w.sensor_minutes[m], reverse=True)
+                score, top_sensor, kind = found[0]
+                flagged = [s for sc, s, _ in found if sc >= 1.0][:3] or [top_sensor]
+                row = MinuteScore(
+                    asset_id, w.asset.tenant_id, "sensor", m, score, kind, tuple(flagged)
+                )
+                rows.append(row)
+                actions += self._sustain(asset_state, w.asset, row)
+            for row in self._multivariate(asset_state, w):
+                rows.append(row)
+                actions += self._sustain(asset_state, w.asset, row)
+        return rows, actions
+
+    def _multivariate(self, state: AssetState, w: _AssetWork) -> list[MinuteScore]:
+        rows = []
+        series_of = self.asset_series.get(w.asset.id, {})
+        for m, sensor, mean, count in sorted(w.means):
+            closed = add_minute_means(
+                state, sensor, np.array([m]), np.array([mean]), np.array([count])
+            )
+            for minute in closed:
+                vector = {}
+                for key, last in state.last.items():
+                    s = self.series.get(series_of.get(key, -1))
+                    if s is not None and s.seen >= self.config.warmup:
+                        vector[key] = (last - s.median) / s.sigma
+                score, drivers = score_vector(state, vector, self.config)
+                score *= w.factor
+                rows.append(
+                    MinuteScore(
+                        w.asset.id,
+                        w.asset.tenant_id,
+                        "multivariate",
+                        minute,
+                        score,
+                        "multivariate",
+                        tuple(drivers),
+                    )  # fmt: skip
+                )
+        return rows
+
+    def _sustain(
+        self, state: AssetState, asset: AssetInfo, row: MinuteScore
+    ) -> list[alerts.Trigger | alerts.Clear]:
+        """Count a minute once it is complete (a later minute was seen); fire and clear."""
+        key = (asset.id, row.detector)
+        pending = self.pending.get(key)
+        if pending is None or row.minute_ms > pending.minute:
+            self.pending[key] = _Pending(row.minute_ms, row.score, row.kind, row.sensors)
+            if pending is None:
+                return []
+            return self._step(state, asset, row.detector, pending)
+        if row.minute_ms == pending.minute and row.score > pending.score:
+            pending.score, pending.kind, pending.sensors = row.score, row.kind, row.sensors
+        return []
+
+    def _step(
+        self, state: AssetState, asset: AssetInfo, detector: str, done: _Pending
+    ) -> list[alerts.Trigger | alerts.Clear]:
+        flagged = done.score >= 1.0
+        if flagged:
+            state.streak[detector] = state.streak.get(detector, 0) + 1
+            state.calm[detector] = 0
+        else:
+            state.calm[detector] = state.calm.get(detector, 0) + 1
+            state.streak[detector] = 0
+        source = f"detector:{detector}"
+        firing = state.firing.get(detector, False)
+        if flagged and not firing and state.streak[detector] >= self.config.sustain:
+            state.firing[detector] = True
+            drivers = ", ".join(done.sensors) or "several sensors"
+            what = done.kind.replace("_", " ") if detector == "sensor" else "unusual combination"
+            return [
+                alerts.Trigger(
+                    tenant_id=asset.tenant_id,
+                    asset_id=asset.id,
+                    source=source,
+                    severity=Severity.warning,
+                    title=f"{TITLES[detector]} on {asset.tag}",
+                    message=f"{asset.tag}: {what} in {drivers} (score {done.score:.1f})",
+                    at=_from_ms(done.minute),
+                    value=round(done.score, 3),
+                    sensor=done.sensors[0] if done.sensors else None,
+                    details={
+                        "detector": detector,
+                        "kind": done.kind,
+                        "sensors": list(done.sensors),
+                    },
+                )
+            ]
+        if firing and not flagged and state.calm[detector] >= self.config.clear:
+            state.firing[detector] = False
+            return [
+                alerts.Clear(
+                    asset.tenant_id,
+                    asset.id,
+                    source,
+                    _from_ms(done.minute + MINUTE_MS),
+                    round(done.score, 3),
+                    note="the signal is normal again",
+                )  # fmt: skip
+            ]
+        return []
+
+
+def _from_ms(ms: int) -> Any:
+    from foresight.detection.engine import from_ms
+
+    return from_ms(ms)
+
+
+def store_scores(session: Session, rows: list[MinuteScore]) -> None:
+    """Upsert per-minute scores (the larger score of a minute wins)."""
+    if not rows:
+        return
+    merged: dict[tuple[uuid.UUID, str, int], MinuteScore] = {}
+    for row in rows:
+        key = (row.asset_id, row.detector, row.minute_ms)
+        if key not in merged or row.score > merged[key].score:
+            merged[key] = row
+    values = [
+        {
+            "asset_id": r.asset_id, "detector": r.detector, "minute_ms": r.minute_ms,
+            "tenant_id": r.tenant_id, "score": round(float(r.score), 4), "flag": r.score >= 1.0,
+            "kind": r.kind, "sensors": list(r.sensors),
+        }
+        for r in merged.values()
+    ]  # fmt: skip
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    for start in range(0, len(values), 1000):
+        stmt = insert(AnomalyScore).values(values[start : start + 1000])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["asset_id", "detector", "minute_ms"],
+            set_={
+                "score": stmt.excluded.score,
+                "flag": stmt.excluded.flag,
+                "kind": stmt.excluded.kind,
+                "sensors": stmt.excluded.sensors,
+            },
+            where=stmt.excluded.score > AnomalyScore.score,
+        )
+        session.execute(stmt)
+
+
+def scores_query(
+    tenant_id: uuid.UUID, asset_id: uuid.UUID, start_ms: int, end_ms: int
+) -> Select[Any]:
+    return (
+        select(AnomalyScore)
+        .where(
+            AnomalyScore.tenant_id == tenant_id,
+            AnomalyScore.asset_id == asset_id,
+            AnomalyScore.minute_ms >= start_ms,
+            AnomalyScore.minute_ms < end_ms,
+        )
+        .order_by(AnomalyScore.minute_ms, AnomalyScore.detector)
+    )
