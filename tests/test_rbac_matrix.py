@@ -120,7 +120,6 @@ class World:
         key = f"s_{uuid.uuid4().hex[:8]}"
         return str(self.post(f"/api/v1/assets/{asset_id}/sensors", {"key": key})["id"])
 
-    def record(self, asset_id: str) -> str:
     def channel(self) -> str:
         # Nothing listens on port 9: a test message fails fast (and is still a 200).
         body = {
@@ -130,6 +129,7 @@ class World:
         }
         return str(self.post("/api/v1/notification-channels", body)["id"])
 
+    def record(self, asset_id: str) -> str:
         body = {"kind": "inspection", "scheduled_for": "2030-01-01T00:00:00Z"}
         return str(self.post(f"/api/v1/assets/{asset_id}/maintenance", body)["id"])
 
@@ -256,7 +256,6 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
             "/api/v1/maintenance/{r}", {"notes": "checked"}
         ),
         ("DELETE", "/api/v1/maintenance/{record_id}"): with_record("/api/v1/maintenance/{r}"),
-        ("GET", "/api/v1/assets/{asset_id}/readings"): with_asset("/api/v1/assets/{a}/readings"),
         ("GET", "/api/v1/notification-channels"): lambda: ("/api/v1/notification-channels", None),
         ("POST", "/api/v1/notification-channels"): lambda: (
             "/api/v1/notification-channels",
@@ -286,6 +285,7 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
             f"/api/v1/notification-channels/{w.channel()}/deliveries",
             None,
         ),
+        ("GET", "/api/v1/assets/{asset_id}/readings"): with_asset("/api/v1/assets/{a}/readings"),
         ("GET", "/api/v1/assets/{asset_id}/readings/latest"): with_asset(
             "/api/v1/assets/{a}/readings/latest"
         ),

@@ -66,8 +66,6 @@ class Settings(BaseSettings):
     retention_interval_s: Annotated[float, Field(ge=0)] = 3600.0
     retention_chunk_rows: Annotated[int, Field(ge=1)] = 50_000
 
-    # Scale-out: with a NATS URL, API nodes publish to JetStream and `foresight worker` persists.
-    nats_url: str = ""
     # Notifications: the outbox dispatcher runs in the API process (else `foresight notify run`),
     # polls this often (new deliveries also wake it), sends with this timeout, retries with
     # exponential backoff (base, cap; with jitter) and dead-letters after max attempts. A claimed
@@ -84,6 +82,8 @@ class Settings(BaseSettings):
     # Slack Web API (chat.postMessage) base URL; change it only for a proxy or a test server.
     slack_api_base_url: str = "https://slack.com/api/"
 
+    # Scale-out: with a NATS URL, API nodes publish to JetStream and `foresight worker` persists.
+    nats_url: str = ""
     nats_stream: str = "FORESIGHT_INGEST"
     nats_subject_prefix: str = "foresight.ingest"
 

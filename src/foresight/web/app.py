@@ -26,12 +26,12 @@ from foresight.ingest.pipeline import Pipeline
 from foresight.kit.db import Database
 from foresight.kit.logging import configure_logging, get_logger
 from foresight.maintenance import endpoints as maintenance_endpoints
-from foresight.tenants import endpoints as tenants_endpoints
-from foresight.timeseries import endpoints as timeseries_endpoints
-from foresight.timeseries.latest import LatestCache
 from foresight.notifications import endpoints as notifications_endpoints
 from foresight.notifications import outbox as notifications_outbox
 from foresight.notifications.dispatcher import Dispatcher as NotificationDispatcher
+from foresight.tenants import endpoints as tenants_endpoints
+from foresight.timeseries import endpoints as timeseries_endpoints
+from foresight.timeseries.latest import LatestCache
 from foresight.timeseries.retention import RetentionJob
 from foresight.web import ops, problems
 from foresight.web.middleware import Metrics, RequestContextMiddleware
@@ -131,7 +131,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         engine = RuleEngine(
             db, reload_interval_s=settings.detection_reload_interval_s, hooks=app.state.alert_hooks
         )
-        detection = DetectionWorker(engine, max_pending_points=settings.detection_max_pending_points)
+        detection = DetectionWorker(
+            engine, max_pending_points=settings.detection_max_pending_points
+        )
     app.state.detection = detection
     bus: InProcessBus | NatsBus
     if settings.nats_url:
