@@ -76,6 +76,7 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("PATCH", "/api/v1/alert-rules/{rule_id}"): P.rules_write,
     ("DELETE", "/api/v1/alert-rules/{rule_id}"): P.rules_write,
     ("GET", "/api/v1/alerts"): P.read,
+    ("GET", "/api/v1/assets/{asset_id}/anomalies"): P.read,
     ("GET", "/api/v1/alerts/stats"): P.read,
     ("GET", "/api/v1/alerts/{alert_id}"): P.read,
     ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): P.alerts_ack,
@@ -312,6 +313,7 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
             None,
         ),
         ("GET", "/api/v1/alerts"): lambda: ("/api/v1/alerts", None),
+        ("GET", "/api/v1/assets/{asset_id}/anomalies"): with_asset("/api/v1/assets/{a}/anomalies"),
         ("GET", "/api/v1/alerts/stats"): lambda: ("/api/v1/alerts/stats", None),
         ("GET", "/api/v1/alerts/{alert_id}"): lambda: (f"/api/v1/alerts/{w.alert()}", None),
         ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): lambda: (

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     detection_reload_interval_s: Annotated[float, Field(gt=0)] = 2.0
     # New points waiting for detection; beyond this the writer waits (backpressure).
     detection_max_pending_points: Annotated[int, Field(ge=1000)] = 2_000_000
+    # Unsupervised anomaly detection on every series (tenants may turn it off or tune it).
+    anomaly_enabled: bool = True
 
     # Retention: the in-process job applies tenants' retention this often (0: never; run
     # `foresight retention run` from cron instead), deleting at most this many rows per statement.

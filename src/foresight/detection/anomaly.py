@@ -8,7 +8,8 @@ fault, each a ratio to its threshold (1 = at the threshold):
 * ``spike``: the point's distance to the median of the ``short`` points before it, over 8 times
   the point-to-point noise (the robust spread of first differences, blind to slow cycles);
 * ``level_shift``: the mean of the last ``short`` points away from the baseline median, over
-  4 σ, with ``σ = 1.4826·MAD`` of the window (the series' usual spread); or a step: the median
+  4 σ, with σ the window's usual spread (the larger of 1.4826·MAD and the central 95 % range
+  / 3.92); or a step: the median
   of the last 3 points away from the median of the points before them, judged like a spike;
 * ``noise``: the point-to-point noise of the last ``short`` points, over 3 times the usual;
 * ``stuck``: the last ``stuck_points`` values all equal while the series normally varies;
@@ -90,6 +91,8 @@ class SeriesState:
     """One sensor's history for the baseline, and its reference after warm-up."""
 
     values: F64 = field(default_factory=lambda: np.empty(0, np.float64))
+    # Which of ``values`` were flagged: spreads are estimated from the others.
+    flags: npt.NDArray[np.bool_] = field(default_factory=lambda: np.empty(0, np.bool_))
     seen: int = 0
     median: float = 0.0
     sigma: float = 0.0
@@ -104,21 +107,32 @@ class SeriesState:
     sigmas: list[float] = field(default_factory=list)
 
     def refresh_baseline(self) -> None:
-        tail = self.values
+        everything = self.values
+        normal = ~self.flags
+        tail = everything[normal] if normal.sum() >= 32 else everything
         median = float(np.median(tail))
         mad = float(np.median(np.abs(tail - median)))
-        sigma = 1.4826 * mad
+        # The usual spread: the MAD's σ, or the central 95 % range's when wider (a daily cycle
+        # spends most time near its plateau, which makes the MAD alone too small).
+        low, high = np.quantile(tail, (0.025, 0.975))
+        sigma = max(1.4826 * mad, float(high - low) / 3.92)
         if sigma <= 0:  # quantised or mostly flat: fall back on the standard deviation
             sigma = float(np.std(tail))
         floor = 1e-9 * max(1.0, abs(median))
+        # Spreads fall slowly (5 % a refresh): a stuck or unusually calm stretch must not make
+        # the normal noise after it look like an anomaly.
+        decay = 0.95 if self.sigma > 0 else 0.0
         self.median = median
-        self.sigma = max(sigma, floor)
+        self.sigma = max(sigma, floor, decay * self.sigma)
         # Point-to-point noise, from first differences: blind to slow cycles and trends.
-        diffs = np.diff(tail)
+        steady = normal[1:] & normal[:-1]
+        diffs = np.diff(everything)
+        if steady.sum() >= 32:
+            diffs = diffs[steady]
         noise = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2)
         if noise <= 0:
             noise = float(np.std(diffs)) / math.sqrt(2)
-        self.noise = max(noise, floor)
+        self.noise = max(noise, floor, decay * self.noise)
         self.since_refresh = 0
 
 
@@ -138,7 +152,7 @@ def score_series(
     while start < n:
         if state.seen < config.warmup:
             take = min(n - start, config.warmup - state.seen)
-            _append(state, value[start : start + take], config)
+            _append(state, value[start : start + take], np.zeros(take, np.bool_), config)
             start += take
             if state.seen >= config.warmup:
                 state.refresh_baseline()
@@ -149,7 +163,7 @@ def score_series(
         s_chunk, k_chunk = _score_chunk(state, history, chunk, config)
         scores[start : start + take] = s_chunk
         kinds[start : start + take] = k_chunk
-        _append(state, chunk, config)
+        _append(state, chunk, s_chunk >= 1.0, config)
         state.since_refresh += take
         if state.since_refresh >= config.refresh:
             state.refresh_baseline()
@@ -174,8 +188,11 @@ def _reference(state: SeriesState, now_ms: int, config: AnomalyConfig) -> None:
         state.sigmas = []
 
 
-def _append(state: SeriesState, chunk: F64, config: AnomalyConfig) -> None:
+def _append(
+    state: SeriesState, chunk: F64, flags: npt.NDArray[np.bool_], config: AnomalyConfig
+) -> None:
     state.values = np.concatenate((state.values, chunk))[-config.window :]
+    state.flags = np.concatenate((state.flags, flags))[-config.window :]
     state.seen += int(chunk.shape[0])
 
 
@@ -212,7 +229,7 @@ def _score_chunk(
         jitter = 1.4826 * np.median(np.abs(diffs - centre), axis=1) / math.sqrt(2)
         per_kind[2] = jitter / noise / config.noise_ratio
     stuck = config.stuck_points
-    if joined.shape[0] >= stuck and state.ref_sigma > 0:
+    if joined.shape[0] >= stuck and sigma > 1e-9 * max(1.0, abs(median)):
         windows = sliding_window_view(joined, stuck)[offset - stuck + 1 :]
         flat = np.ptp(windows, axis=1) == 0
         per_kind[3] = np.where(flat, 1.5, 0.0)

@@ -4,7 +4,7 @@ from foresight.kit.db import Base
 from foresight.models.asset import Asset, Sensor
 from foresight.models.audit import AuditChainHead, AuditEntry
 from foresight.models.auth import ApiKey, Tenant, User
-from foresight.models.detection import Alert, AlertRule
+from foresight.models.detection import Alert, AlertRule, AnomalyScore
 from foresight.models.enums import (
     ActorType,
     AlertStatus,
@@ -30,6 +30,7 @@ __all__ = [
     "ActorType",
     "Alert",
     "AlertRule",
+    "AnomalyScore",
     "AlertStatus",
     "ApiKey",
     "Asset",

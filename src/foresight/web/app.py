@@ -16,6 +16,7 @@ from foresight.audit import endpoints as audit_endpoints
 from foresight.auth import endpoints as auth_endpoints
 from foresight.config import Settings, get_settings
 from foresight.detection import endpoints as detection_endpoints
+from foresight.detection.anomaly_stage import AnomalyStage
 from foresight.detection.engine import RuleEngine
 from foresight.detection.worker import DetectionWorker
 from foresight.ingest import endpoints as ingest_endpoints
@@ -129,7 +130,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     detection = None
     if settings.detection_enabled and not settings.nats_url:
         engine = RuleEngine(
-            db, reload_interval_s=settings.detection_reload_interval_s, hooks=app.state.alert_hooks
+            db,
+            reload_interval_s=settings.detection_reload_interval_s,
+            hooks=app.state.alert_hooks,
+            anomaly=AnomalyStage() if settings.anomaly_enabled else None,
         )
         detection = DetectionWorker(
             engine, max_pending_points=settings.detection_max_pending_points
