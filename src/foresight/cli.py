@@ -61,6 +61,8 @@ import_app = typer.Typer(help="Import files (CSV, CSV.gz or Parquet).", no_args_
 bench_app = typer.Typer(help="Benchmarks.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(bench_app, name="bench")
+eval_app = typer.Typer(help="Accuracy evaluations.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 
 out = Console()
 err = Console(stderr=True)
@@ -701,6 +703,27 @@ def bench_ingest(
         postgres_url=postgres_url,
         backends=backend or ["sqlite", "postgresql"],
     ):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+@eval_app.command("anomaly")
+def eval_anomaly(
+    seed: Annotated[int, typer.Option(help="Seed of the plant and the fault positions")] = 7,
+    cmapss: Annotated[
+        Path, typer.Option(help="NASA C-MAPSS FD001 training file (skipped when missing)")
+    ] = Path("../shared/data/cmapss/train_FD001.txt"),
+) -> None:
+    """Precision, recall and detection delay of anomaly detection, per injected fault kind."""
+    from foresight import evaluate
+
+    if not cmapss.exists():
+        err.print(f"[yellow]note:[/yellow] {cmapss} not found: simulated plant only")
+    results = evaluate.run(seed=seed, cmapss=cmapss)
+    units = {
+        "simulated plant (1 reading/min, 4 days)": "min",
+        "NASA C-MAPSS FD001 (1 point/cycle)": "cycles",
+    }
+    for line in evaluate.table(results, minutes_per_point=units):
         out.print(line, highlight=False, soft_wrap=True)
 
 

@@ -61,6 +61,8 @@ class _SeriesMeta:
     asset: AssetInfo
     sensor: str
     loaded_at: float
+    # Only gauges get anomaly detection (a counter always rises; states are not measurements).
+    gauge: bool = True
 
 
 @dataclass
@@ -227,15 +229,16 @@ class RuleEngine:
         if not wanted:
             return
         rows = session.execute(
-            select(Sensor.series_id, Sensor.key, Asset).join(Asset, Asset.id == Sensor.asset_id)
+            select(Sensor.series_id, Sensor.key, Sensor.kind, Asset)
+            .join(Asset, Asset.id == Sensor.asset_id)
             .where(Sensor.series_id.in_(wanted))
         )  # fmt: skip
-        for series_id, key, asset in rows:
+        for series_id, key, kind, asset in rows:
             info = AssetInfo(
                 asset.id, asset.tenant_id, asset.tag, asset.type, str(asset.criticality),
                 dict(asset.attributes or {}),
             )  # fmt: skip
-            self._meta[series_id] = _SeriesMeta(info, key, now)
+            self._meta[series_id] = _SeriesMeta(info, key, now, str(kind) == "gauge")
         for series_id in wanted:  # deleted sensors: no longer evaluated
             if series_id in self._meta and self._meta[series_id].loaded_at != now:
                 del self._meta[series_id]
@@ -291,7 +294,7 @@ class RuleEngine:
                 if meta is None:
                     continue
                 ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
-                if self.anomaly is not None:
+                if self.anomaly is not None and meta.gauge:
                     segments.append(Segment(series_id, meta.asset, meta.sensor, ts_new, v_new))
                 key = (meta.asset.tenant_id, meta.sensor)
                 rules = self._by_sensor.get(key)
