@@ -384,7 +384,9 @@ def worker() -> None:
     import signal
 
     from foresight.ingest.nats_bus import Worker
+    from foresight.ingest.pipeline import Pipeline
     from foresight.kit.logging import configure_logging
+    from foresight.live.service import LiveProducer
 
     settings = _settings()
     configure_logging(settings.log_level, json=settings.log_json)
@@ -394,18 +396,25 @@ def worker() -> None:
         )
         raise typer.Exit(2)
     database = Database.from_url(settings.effective_database_url)
+    # Live updates: what this worker persists reaches every API node's WebSocket clients.
+    live = LiveProducer.from_settings(settings, database)
     consumer = Worker(
         database,
         url=settings.nats_url,
         stream=settings.nats_stream,
         subject_prefix=settings.nats_subject_prefix,
+        pipeline=Pipeline(observers=[live.observe]),
     )
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, consumer.stop)  # finish the fetch in hand, then exit
-        await consumer.run()
+        await live.start()
+        try:
+            await consumer.run()
+        finally:
+            await live.stop()
 
     try:
         asyncio.run(run())

@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     nats_stream: str = "FORESIGHT_INGEST"
     nats_subject_prefix: str = "foresight.ingest"
 
+    # Live updates (WebSockets /api/v1/ws/…): readings go out at most once per interval per
+    # asset; a client with more than ws_client_queue messages waiting, or whose one send takes
+    # longer than ws_send_timeout_s, is dropped; tokens are re-checked every ws_auth_recheck_s.
+    # With NATS, events travel on core subjects <ws_nats_subject_prefix>.<tenant id>.
+    ws_readings_interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    ws_client_queue: Annotated[int, Field(ge=1, le=100_000)] = 256
+    ws_send_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    ws_auth_recheck_s: Annotated[float, Field(gt=0)] = 60.0
+    ws_nats_subject_prefix: str = "foresight.live"
+
     # MQTT ingestion (off when empty): mqtt://user:password@host:1883 or mqtts://… for TLS.
     mqtt_url: str = ""
     mqtt_topic_prefix: str = "foresight"

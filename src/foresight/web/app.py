@@ -26,6 +26,8 @@ from foresight.ingest.nats_bus import NatsBus
 from foresight.ingest.pipeline import Pipeline
 from foresight.kit.db import Database
 from foresight.kit.logging import configure_logging, get_logger
+from foresight.live import endpoints as live_endpoints
+from foresight.live.service import LiveUpdates
 from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.notifications import endpoints as notifications_endpoints
 from foresight.notifications import outbox as notifications_outbox
@@ -52,6 +54,7 @@ def api_router() -> APIRouter:
         detection_endpoints,
         notifications_endpoints,
         audit_endpoints,
+        live_endpoints,
     ):
         router.include_router(module.router)
     return router
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("startup", env=settings.env.value, database=db.engine.url.render_as_string())
+        await live.start()  # before anything can produce events (NATS: subscribed first)
         if detection is not None:
             detection.start()
         if isinstance(bus, NatsBus):
@@ -105,6 +109,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
                 bus.stop()
             if detection is not None:
                 detection.stop()  # after the writer: evaluates what it committed last
+            await live.stop()
             if owns_db:
                 db.dispose()
 
@@ -121,6 +126,12 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # database every FORESIGHT_LATEST_CACHE_TTL_S for other writers' points.
     latest_cache = LatestCache(ttl_s=settings.latest_cache_ttl_s)
     app.state.latest_cache = latest_cache
+    # Live updates (WebSockets): fed by the writer, detection and the alert endpoints; with NATS
+    # the events of every process reach every node's clients.
+    live = LiveUpdates.from_settings(settings, db, registry=app.state.metrics.registry)
+    app.state.live = live
+    # Listeners run after an alert change committed (the alert endpoints run them too).
+    app.state.alert_listeners = [live.alert_listener]
     # Hooks run inside the transaction that changes an alert (the notification outbox).
     app.state.alert_hooks = []
     # Alert changes write their notifications to the outbox, in the changing transaction.
@@ -139,6 +150,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             engine, max_pending_points=settings.detection_max_pending_points
         )
     app.state.detection = detection
+    if detection is not None:
+        detection.engine.listeners.extend(app.state.alert_listeners)
     bus: InProcessBus | NatsBus
     if settings.nats_url:
         bus = NatsBus(
@@ -154,6 +167,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             max_pending_points=settings.ingest_max_pending_points,
             max_group_points=settings.ingest_group_points,
         )
+        bus.pipeline.observers.append(live.observe)  # downsampled readings for live updates
     app.state.ingest_bus = bus
     problems.install(app)
     app.include_router(ops.router)
