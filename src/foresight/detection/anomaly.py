@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import math
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -86,54 +86,278 @@ def sensitivity_factor(value: Any) -> float:
     return factor if math.isfinite(factor) and 0.05 <= factor <= 20 else 1.0
 
 
-@dataclass
-class SeriesState:
-    """One sensor's history for the baseline, and its reference after warm-up."""
+class SeriesBank:
+    """The per-sensor detector's state for many series at once, as 2-D numpy arrays.
 
-    values: F64 = field(default_factory=lambda: np.empty(0, np.float64))
-    # Which of ``values`` were flagged: spreads are estimated from the others.
-    flags: npt.NDArray[np.bool_] = field(default_factory=lambda: np.empty(0, np.bool_))
-    seen: int = 0
-    median: float = 0.0
-    sigma: float = 0.0
-    noise: float = 0.0
-    since_refresh: int = 0
-    ref_median: float | None = None
-    ref_sigma: float = 0.0
-    # During the reference period: the first time, and the band of baseline medians.
-    first_ts: int | None = None
-    band_lo: float = math.inf
-    band_hi: float = -math.inf
-    sigmas: list[float] = field(default_factory=list)
+    Each series has a row: a ring buffer of its last ``window`` values (and which of them were
+    flagged), its baseline (median, usual spread σ, point-to-point noise) and its drift
+    reference. A batch of new points of any number of series is scored with a fixed number of
+    vector operations per *round* (at most ``refresh`` points of each series), so the cost per
+    point does not depend on how the points are spread over series.
+    """
 
-    def refresh_baseline(self) -> None:
-        everything = self.values
-        normal = ~self.flags
-        tail = everything[normal] if normal.sum() >= 32 else everything
-        median = float(np.median(tail))
-        mad = float(np.median(np.abs(tail - median)))
-        # The usual spread: the MAD's σ, or the central 95 % range's when wider (a daily cycle
-        # spends most time near its plateau, which makes the MAD alone too small).
-        low, high = np.quantile(tail, (0.025, 0.975))
-        sigma = max(1.4826 * mad, float(high - low) / 3.92)
-        if sigma <= 0:  # quantised or mostly flat: fall back on the standard deviation
-            sigma = float(np.std(tail))
-        floor = 1e-9 * max(1.0, abs(median))
+    buf: F64
+    flg: npt.NDArray[np.bool_]
+    pos: I64
+    seen: I64
+    since: I64
+    median: F64
+    sigma: F64
+    noise: F64
+    ref_median: F64
+    ref_sigma: F64
+    first_ts: I64
+    band_lo: F64
+    band_hi: F64
+    sig_sum: F64
+    sig_n: I64
+
+    def __init__(self, config: AnomalyConfig, capacity: int = 256) -> None:
+        self.config = config
+        self.rows: dict[Any, int] = {}
+        self._alloc(capacity)
+
+    def _alloc(self, capacity: int) -> None:
+        w = self.config.window
+        old = getattr(self, "buf", None)
+        n = 0 if old is None else old.shape[0]
+
+        def grow(name: str, fill: Any, shape: tuple[int, ...], dtype: Any) -> None:
+            fresh = np.full(shape, fill, dtype=dtype)
+            if old is not None:
+                fresh[:n] = getattr(self, name)
+            setattr(self, name, fresh)
+
+        grow("buf", np.nan, (capacity, w), np.float64)
+        grow("flg", False, (capacity, w), np.bool_)
+        for name, fill, dtype in (
+            ("pos", 0, np.int64), ("seen", 0, np.int64), ("since", 0, np.int64),
+            ("median", 0.0, np.float64), ("sigma", 0.0, np.float64), ("noise", 0.0, np.float64),
+            ("ref_median", np.nan, np.float64), ("ref_sigma", 0.0, np.float64),
+            ("first_ts", -1, np.int64), ("band_lo", np.inf, np.float64),
+            ("band_hi", -np.inf, np.float64), ("sig_sum", 0.0, np.float64),
+            ("sig_n", 0, np.int64),
+        ):  # fmt: skip
+            grow(name, fill, (capacity,), dtype)
+
+    def row(self, key: Any) -> int:
+        found = self.rows.get(key)
+        if found is None:
+            found = len(self.rows)
+            if found >= self.buf.shape[0]:
+                self._alloc(2 * self.buf.shape[0])
+            self.rows[key] = found
+        return found
+
+    # --- scoring ----------------------------------------------------------------------------
+
+    def score(self, rows: I64, ts: I64, value: F64) -> tuple[F64, npt.NDArray[np.int8]]:
+        """Scores and kinds of new points, grouped by row and in time order within a row."""
+        cfg = self.config
+        n = value.shape[0]
+        scores = np.zeros(n, dtype=np.float64)
+        kinds = np.zeros(n, dtype=np.int8)
+        if not n:
+            return scores, kinds
+        seg = np.concatenate(([True], rows[1:] != rows[:-1]))
+        seg_start = np.flatnonzero(seg)
+        k = np.arange(n) - np.repeat(seg_start, np.diff(np.append(seg_start, n)))
+        seg_rows = rows[seg_start]
+        unset = self.first_ts[seg_rows] < 0
+        self.first_ts[seg_rows[unset]] = ts[seg_start[unset]]
+        # The round of each point: 0 = warm-up, then pieces that end where a refresh is due.
+        warm_left = np.maximum(0, cfg.warmup - self.seen[rows])
+        since = np.where(warm_left > 0, 0, self.since[rows])
+        j = k - warm_left
+        first_piece = cfg.refresh - since
+        round_of = np.where(
+            j < 0, 0, np.where(j < first_piece, 1, 2 + (j - first_piece) // cfg.refresh)
+        )
+        for r in range(int(round_of.max()) + 1):
+            members = np.flatnonzero(round_of == r)
+            if not members.size:
+                continue
+            if r == 0:
+                self._append(rows[members], value[members], np.zeros(members.size, np.bool_))
+                done = np.unique(rows[members])
+                self._refresh(done[self.seen[done] >= cfg.warmup], None)
+                continue
+            s, kd = self._score_round(rows[members], value[members])
+            scores[members], kinds[members] = s, kd
+            self._append(rows[members], value[members], s >= 1.0, scoring=True)
+            touched = np.unique(rows[members])
+            due = touched[self.since[touched] >= cfg.refresh]
+            if due.size:
+                last_ts = np.zeros(due.shape[0], np.int64)
+                # The time of each due row's last point in this round.
+                order = np.argsort(rows[members], kind="stable")
+                sorted_rows = rows[members][order]
+                ends = np.searchsorted(sorted_rows, due, side="right") - 1
+                last_ts = ts[members][order][ends]
+                self._refresh(due, last_ts)
+        return scores, kinds
+
+    def _history(self, rows: I64, length: int) -> F64:
+        """The last ``length`` values of each row, oldest first (NaN where there are none)."""
+        w = self.config.window
+        idx = (self.pos[rows, None] - length + np.arange(length)[None, :]) % w
+        return np.asarray(self.buf[rows[:, None], idx])
+
+    def _score_round(self, rows: I64, value: F64) -> tuple[F64, npt.NDArray[np.int8]]:
+        cfg = self.config
+        short, stuck = cfg.short, cfg.stuck_points
+        lead = max(short + 2, stuck)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        first = np.searchsorted(rows, uniq)  # rows are grouped: a row's first point here
+        q = np.arange(rows.shape[0]) - first[inverse]
+        width = int(q.max()) + 1
+        grid = np.full((uniq.shape[0], lead + width), np.nan)
+        grid[:, :lead] = self._history(uniq, lead)
+        grid[inverse, lead + q] = value
+        at = (lead + q)[:, None]
+
+        def take(offsets: npt.NDArray[np.int64]) -> F64:
+            return np.asarray(grid[inverse[:, None], at + offsets[None, :]])
+
+        median = self.median[rows]
+        sigma = self.sigma[rows]
+        noise = self.noise[rows]
+        per_kind = np.zeros((len(KINDS), rows.shape[0]), dtype=np.float64)
+        before = take(np.arange(-short, 0))
+        per_kind[0] = np.abs(value - np.median(before, axis=1)) / noise / cfg.spike_z
+        window = take(np.arange(-short + 1, 1))
+        per_kind[1] = np.abs(window.mean(axis=1) - median) / sigma / cfg.level_z
+        # A step: the median of the last 3 points (one spike cannot move it) away from the
+        # median of the points before them, judged like a spike.
+        last3 = np.median(take(np.arange(-2, 1)), axis=1)
+        prior = np.median(take(np.arange(-2 - short, -2)), axis=1)
+        per_kind[1] = np.maximum(per_kind[1], np.abs(last3 - prior) / noise / cfg.spike_z)
+        # Robust (MAD of first differences): one spike is not more noise.
+        diffs = np.diff(window, axis=1)
+        centre = np.median(diffs, axis=1, keepdims=True)
+        jitter = 1.4826 * np.median(np.abs(diffs - centre), axis=1) / math.sqrt(2)
+        per_kind[2] = jitter / noise / cfg.noise_ratio
+        varies = sigma > 1e-9 * np.maximum(1.0, np.abs(median))
+        flat = np.ptp(take(np.arange(-stuck + 1, 1)), axis=1) == 0
+        per_kind[3] = np.where(flat & varies, 1.5, 0.0)
+        ref = self.ref_median[rows]
+        has_ref = ~np.isnan(ref) & (self.ref_sigma[rows] > 0)
+        outside = np.maximum(
+            0.0, np.maximum(median - self.band_hi[rows], self.band_lo[rows] - median)
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drift = outside / self.ref_sigma[rows] / cfg.drift_z
+        per_kind[4] = np.where(has_ref, drift, 0.0)
+        per_kind = np.nan_to_num(per_kind, nan=0.0, posinf=0.0)
+        kinds = np.argmax(per_kind, axis=0).astype(np.int8)
+        kinds[(per_kind[1] >= 1) & (kinds == 0)] = 1  # a spike that persists is a level shift
+        return per_kind.max(axis=0), kinds
+
+    def _append(
+        self, rows: I64, value: F64, flags: npt.NDArray[np.bool_], *, scoring: bool = False
+    ) -> None:
+        w = self.config.window
+        uniq, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+        first = np.searchsorted(rows, uniq)
+        q = np.arange(rows.shape[0]) - first[inverse]
+        slot = (self.pos[rows] + q) % w
+        self.buf[rows, slot] = value
+        self.flg[rows, slot] = flags
+        self.pos[uniq] = (self.pos[uniq] + counts) % w
+        self.seen[uniq] += counts
+        if scoring:
+            self.since[uniq] += counts
+
+    def _refresh(self, rows: I64, last_ts: I64 | None) -> None:
+        """New baselines for these rows (the median, σ and noise of their windows)."""
+        if not rows.size:
+            return
+        cfg = self.config
+        w = cfg.window
+        idx = (self.pos[rows, None] + np.arange(w)[None, :]) % w
+        values = self.buf[rows[:, None], idx]
+        flagged = self.flg[rows[:, None], idx]
+        valid = ~np.isnan(values)
+        normal = valid & ~flagged
+        use = np.where((normal.sum(axis=1) >= 32)[:, None], normal, valid)
+        x = np.where(use, values, np.nan)
+        median, low, high = _row_quantiles(x, (0.5, 0.025, 0.975))
+        (mad,) = _row_quantiles(np.abs(x - median[:, None]), (0.5,))
+        # The usual spread: the MAD's σ, or the central 95 % range's when wider (a daily
+        # cycle spends most time near its plateau, which makes the MAD alone too small).
+        sigma = np.maximum(1.4826 * mad, (high - low) / 3.92)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sigma = np.where(sigma > 0, sigma, np.nanstd(x, axis=1))
+            # Point-to-point noise, from first differences: blind to slow cycles and trends.
+            d = np.diff(values, axis=1)
+            steady = normal[:, 1:] & normal[:, :-1]
+            pairs = valid[:, 1:] & valid[:, :-1]
+            mask = np.where((steady.sum(axis=1) >= 32)[:, None], steady, pairs)
+            d = np.where(mask, d, np.nan)
+            (centre,) = _row_quantiles(d, (0.5,))
+            (spread,) = _row_quantiles(np.abs(d - centre[:, None]), (0.5,))
+            noise = 1.4826 * spread / math.sqrt(2)
+            noise = np.where(noise > 0, noise, np.nanstd(d, axis=1) / math.sqrt(2))
+        median = np.nan_to_num(median)
+        floor = 1e-9 * np.maximum(1.0, np.abs(median))
         # Spreads fall slowly (5 % a refresh): a stuck or unusually calm stretch must not make
         # the normal noise after it look like an anomaly.
-        decay = 0.95 if self.sigma > 0 else 0.0
-        self.median = median
-        self.sigma = max(sigma, floor, decay * self.sigma)
-        # Point-to-point noise, from first differences: blind to slow cycles and trends.
-        steady = normal[1:] & normal[:-1]
-        diffs = np.diff(everything)
-        if steady.sum() >= 32:
-            diffs = diffs[steady]
-        noise = 1.4826 * float(np.median(np.abs(diffs - np.median(diffs)))) / math.sqrt(2)
-        if noise <= 0:
-            noise = float(np.std(diffs)) / math.sqrt(2)
-        self.noise = max(noise, floor, decay * self.noise)
-        self.since_refresh = 0
+        decay = np.where(self.sigma[rows] > 0, 0.95, 0.0)
+        self.median[rows] = median
+        self.sigma[rows] = np.maximum.reduce(
+            [np.nan_to_num(sigma), floor, decay * self.sigma[rows]]
+        )
+        self.noise[rows] = np.maximum.reduce(
+            [np.nan_to_num(noise), floor, decay * self.noise[rows]]
+        )
+        self.since[rows] = 0
+        if last_ts is None:
+            return
+        # Drift reference: the band of baseline medians over the reference period.
+        open_ = np.isnan(self.ref_median[rows])
+        r = rows[open_]
+        if not r.size:
+            return
+        self.band_lo[r] = np.minimum(self.band_lo[r], self.median[r])
+        self.band_hi[r] = np.maximum(self.band_hi[r], self.median[r])
+        self.sig_sum[r] += self.sigma[r]
+        self.sig_n[r] += 1
+        long_enough = (self.seen[r] >= cfg.drift_reference_points) & (
+            last_ts[open_] - self.first_ts[r] >= cfg.drift_reference_ms
+        )
+        closing = r[long_enough]
+        self.ref_median[closing] = (self.band_lo[closing] + self.band_hi[closing]) / 2
+        self.ref_sigma[closing] = self.sig_sum[closing] / self.sig_n[closing]
+
+
+def _row_quantiles(x: F64, probabilities: tuple[float, ...]) -> list[F64]:
+    """Quantiles of each row ignoring NaN (linear interpolation), with one sort for all rows."""
+    ordered = np.sort(x, axis=1)  # NaN sorts last
+    n = (~np.isnan(x)).sum(axis=1)
+    last = np.maximum(n - 1, 0)
+    rows = np.arange(x.shape[0])
+    out = []
+    for p in probabilities:
+        position = last * p
+        lo = np.floor(position).astype(np.int64)
+        hi = np.minimum(lo + 1, last)
+        frac = position - lo
+        value = ordered[rows, lo] * (1 - frac) + ordered[rows, hi] * frac
+        out.append(np.where(n > 0, value, np.nan))
+    return out
+
+
+class SeriesState:
+    """One series on a bank of its own (the evaluation harness and tests use this)."""
+
+    def __init__(self, config: AnomalyConfig | None = None) -> None:
+        self.bank = SeriesBank(config or AnomalyConfig(), capacity=1)
+        self.row = self.bank.row(0)
+
+    @property
+    def seen(self) -> int:
+        return int(self.bank.seen[self.row])
 
 
 def score_series(
@@ -143,102 +367,12 @@ def score_series(
     points of one series in time order; updates ``state``. Warm-up points score 0."""
     n = value.shape[0]
     if ts is None:
-        ts = np.arange(state.seen, state.seen + n, dtype=np.int64) * 60_000  # a point a minute
-    if state.first_ts is None and n:
-        state.first_ts = int(ts[0])
-    scores = np.zeros(n, dtype=np.float64)
-    kinds = np.zeros(n, dtype=np.int8)
-    start = 0
-    while start < n:
-        if state.seen < config.warmup:
-            take = min(n - start, config.warmup - state.seen)
-            _append(state, value[start : start + take], np.zeros(take, np.bool_), config)
-            start += take
-            if state.seen >= config.warmup:
-                state.refresh_baseline()
-            continue
-        take = min(n - start, config.refresh - state.since_refresh)
-        chunk = value[start : start + take]
-        history = state.values
-        s_chunk, k_chunk = _score_chunk(state, history, chunk, config)
-        scores[start : start + take] = s_chunk
-        kinds[start : start + take] = k_chunk
-        _append(state, chunk, s_chunk >= 1.0, config)
-        state.since_refresh += take
-        if state.since_refresh >= config.refresh:
-            state.refresh_baseline()
-            if state.ref_median is None:
-                _reference(state, int(ts[start + take - 1]), config)
-        start += take
-    return scores, kinds
-
-
-def _reference(state: SeriesState, now_ms: int, config: AnomalyConfig) -> None:
-    """Widen the reference band; close it once the reference period is over."""
-    state.band_lo = min(state.band_lo, state.median)
-    state.band_hi = max(state.band_hi, state.median)
-    state.sigmas.append(state.sigma)
-    assert state.first_ts is not None
-    if (
-        state.seen >= config.drift_reference_points
-        and now_ms - state.first_ts >= config.drift_reference_ms
-    ):
-        state.ref_median = (state.band_lo + state.band_hi) / 2
-        state.ref_sigma = float(np.median(state.sigmas))
-        state.sigmas = []
-
-
-def _append(
-    state: SeriesState, chunk: F64, flags: npt.NDArray[np.bool_], config: AnomalyConfig
-) -> None:
-    state.values = np.concatenate((state.values, chunk))[-config.window :]
-    state.flags = np.concatenate((state.flags, flags))[-config.window :]
-    state.seen += int(chunk.shape[0])
-
-
-def _score_chunk(
-    state: SeriesState, history: F64, chunk: F64, config: AnomalyConfig
-) -> tuple[F64, npt.NDArray[np.int8]]:
-    sigma, median = state.sigma, state.median
-    m = chunk.shape[0]
-    width = max(config.short, config.stuck_points)
-    joined = np.concatenate((history[-(width - 1) :], chunk))
-    offset = joined.shape[0] - m
-    per_kind = np.zeros((len(KINDS), m), dtype=np.float64)
-    noise = state.noise
-    short = config.short
-    if joined.shape[0] > short:
-        # Against the median of the points just before: a slow cycle is no spike.
-        before = sliding_window_view(joined[:-1], short)[offset - short :]
-        per_kind[0] = np.abs(chunk - np.median(before, axis=1)) / noise / config.spike_z
-        windows = sliding_window_view(joined, short)[offset - short + 1 :]
-        per_kind[1] = np.abs(windows.mean(axis=1) - median) / sigma / config.level_z
-        if offset >= short + 2:
-            # A step: the median of the last 3 points (one spike cannot move it) away from the
-            # median of the points before them, judged like a spike.
-            last3 = np.median(sliding_window_view(joined, 3)[offset - 2 :], axis=1)
-            prior = np.median(
-                sliding_window_view(joined, short)[offset - short - 2 : offset - short - 2 + m],
-                axis=1,
-            )
-            step = np.abs(last3 - prior) / noise / config.spike_z
-            per_kind[1] = np.maximum(per_kind[1], step)
-        # Robust (MAD of first differences): one spike is not more noise.
-        diffs = np.diff(windows, axis=1)
-        centre = np.median(diffs, axis=1, keepdims=True)
-        jitter = 1.4826 * np.median(np.abs(diffs - centre), axis=1) / math.sqrt(2)
-        per_kind[2] = jitter / noise / config.noise_ratio
-    stuck = config.stuck_points
-    if joined.shape[0] >= stuck and sigma > 1e-9 * max(1.0, abs(median)):
-        windows = sliding_window_view(joined, stuck)[offset - stuck + 1 :]
-        flat = np.ptp(windows, axis=1) == 0
-        per_kind[3] = np.where(flat, 1.5, 0.0)
-    if state.ref_median is not None and state.ref_sigma > 0:
-        outside = max(0.0, median - state.band_hi, state.band_lo - median)
-        per_kind[4] = outside / state.ref_sigma / config.drift_z
-    kinds = np.argmax(per_kind, axis=0).astype(np.int8)
-    kinds[(per_kind[1] >= 1) & (kinds == 0)] = 1  # a spike that persists is a level shift
-    return per_kind.max(axis=0), kinds
+        start = state.seen
+        ts = np.arange(start, start + n, dtype=np.int64) * 60_000  # a point a minute
+    if state.bank.config != config:
+        state.bank.config = config
+    rows = np.full(n, state.row, dtype=np.int64)
+    return state.bank.score(rows, np.asarray(ts, dtype=np.int64), np.asarray(value, np.float64))
 
 
 # --- multivariate -----------------------------------------------------------------------------

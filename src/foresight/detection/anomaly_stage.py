@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Select, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Boolean, Select, Uuid, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from foresight.detection import alerts
@@ -25,13 +24,13 @@ from foresight.detection.anomaly import (
     AnomalyConfig,
     AssetState,
     MinuteScore,
-    SeriesState,
+    SeriesBank,
     add_minute_means,
-    score_series,
     score_vector,
     sensitivity_factor,
 )
 from foresight.detection.rules import AssetInfo
+from foresight.kit.db import JSONType
 from foresight.models import AnomalyScore, Severity, Tenant
 from foresight.timeseries.store import F64, I64
 
@@ -68,7 +67,7 @@ class _AssetWork:
 class AnomalyStage:
     def __init__(self, config: AnomalyConfig | None = None) -> None:
         self.config = config or AnomalyConfig()
-        self.series: dict[int, SeriesState] = {}
+        self.bank = SeriesBank(self.config)
         self.last_ts: dict[int, int] = {}
         self.assets: dict[uuid.UUID, AssetState] = {}
         self.asset_series: dict[uuid.UUID, dict[str, int]] = {}
@@ -101,6 +100,7 @@ class AnomalyStage:
         self, session: Session, segments: list[Segment]
     ) -> tuple[list[MinuteScore], list[alerts.Trigger | alerts.Clear]]:
         work: dict[uuid.UUID, _AssetWork] = {}
+        kept: list[tuple[Segment, _AssetWork, I64, F64]] = []
         for seg in segments:
             enabled, factor = self._tenant(session, seg.asset.tenant_id)
             if not enabled:
@@ -114,17 +114,37 @@ class AnomalyStage:
             own = sensitivity_factor(seg.asset.metadata.get("anomaly_sensitivity", None))
             w = work.setdefault(seg.asset.id, _AssetWork(seg.asset, factor * own))
             self.asset_series.setdefault(seg.asset.id, {})[seg.sensor] = seg.series_id
-            state = self.series.setdefault(seg.series_id, SeriesState())
-            scores, kinds = score_series(state, value, self.config, ts)
-            scores = scores * w.factor
+            kept.append((seg, w, ts, value))
+        if not kept:
+            return [], []
+        # Every series of the batch scored together (one set of vector operations per round).
+        bank_rows = np.concatenate(
+            [np.full(ts.shape[0], self.bank.row(seg.series_id), np.int64) for seg, _, ts, _ in kept]
+        )
+        all_ts = np.concatenate([ts for _, _, ts, _ in kept])
+        all_values = np.concatenate([v for _, _, _, v in kept])
+        all_scores, all_kinds = self.bank.score(bank_rows, all_ts, all_values)
+        offset = 0
+        for seg, w, ts, value in kept:
+            size = ts.shape[0]
+            scores = all_scores[offset : offset + size] * w.factor
+            kinds = all_kinds[offset : offset + size]
+            offset += size
             minute = ts - ts % MINUTE_MS
+            if minute[0] == minute[-1]:  # the usual live case: one minute
+                top = int(np.argmax(scores))
+                best_score = float(scores[top])
+                kind = KINDS[int(kinds[top])]
+                w.sensor_minutes.setdefault(int(minute[0]), []).append(
+                    (best_score, seg.sensor, kind)
+                )
+                w.means.append((int(minute[0]), seg.sensor, float(value.mean()), size))
+                continue
             starts = np.flatnonzero(np.concatenate(([True], minute[1:] != minute[:-1])))
             ends = np.append(starts[1:], minute.shape[0])
             best = np.maximum.reduceat(scores, starts)
             counts = ends - starts
-            at_best = np.where(
-                scores == np.repeat(best, counts), np.arange(scores.shape[0]), 1 << 60
-            )
+            at_best = np.where(scores == np.repeat(best, counts), np.arange(size), 1 << 60)
             first = np.minimum.reduceat(at_best, starts)
             means = np.add.reduceat(value, starts) / counts
             for i, m in enumerate(minute[starts].tolist()):
@@ -158,10 +178,11 @@ class AnomalyStage:
             )
             for minute in closed:
                 vector = {}
+                bank = self.bank
                 for key, last in state.last.items():
-                    s = self.series.get(series_of.get(key, -1))
-                    if s is not None and s.seen >= self.config.warmup:
-                        vector[key] = (last - s.median) / s.sigma
+                    row = bank.rows.get(series_of.get(key, -1))
+                    if row is not None and bank.seen[row] >= self.config.warmup:
+                        vector[key] = (last - bank.median[row]) / bank.sigma[row]
                 score, drivers = score_vector(state, vector, self.config)
                 score *= w.factor
                 rows.append(
@@ -264,21 +285,23 @@ def store_scores(session: Session, rows: list[MinuteScore]) -> None:
         }
         for r in merged.values()
     ]  # fmt: skip
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    for start in range(0, len(values), 1000):
-        stmt = insert(AnomalyScore).values(values[start : start + 1000])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["asset_id", "detector", "minute_ms"],
-            set_={
-                "score": stmt.excluded.score,
-                "flag": stmt.excluded.flag,
-                "kind": stmt.excluded.kind,
-                "sensors": stmt.excluded.sensors,
-            },
-            where=stmt.excluded.score > AnomalyScore.score,
-        )
-        session.execute(stmt)
+    # One prepared upsert, executed for all rows (executemany).
+    session.execute(_UPSERT_STMT, values)
+
+
+_UPSERT = (
+    "INSERT INTO anomaly_scores (asset_id, detector, minute_ms, tenant_id, score, flag, kind, "
+    "sensors) VALUES (:asset_id, :detector, :minute_ms, :tenant_id, :score, :flag, :kind, "
+    ":sensors) ON CONFLICT (asset_id, detector, minute_ms) DO UPDATE SET score = excluded.score, "
+    "flag = excluded.flag, kind = excluded.kind, sensors = excluded.sensors "
+    "WHERE excluded.score > anomaly_scores.score"
+)
+_UPSERT_STMT = text(_UPSERT).bindparams(
+    bindparam("asset_id", type_=Uuid()),
+    bindparam("tenant_id", type_=Uuid()),
+    bindparam("flag", type_=Boolean()),
+    bindparam("sensors", type_=JSONType),
+)
 
 
 def scores_query(
