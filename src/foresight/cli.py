@@ -398,12 +398,33 @@ def worker() -> None:
     database = Database.from_url(settings.effective_database_url)
     # Live updates: what this worker persists reaches every API node's WebSocket clients.
     live = LiveProducer.from_settings(settings, database)
+    pipeline = Pipeline(observers=[live.observe])
+    # Detection runs where points are persisted: rules and anomaly detection on what this
+    # worker commits; alert changes go to the notification outbox and to live updates.
+    detection = None
+    if settings.detection_enabled:
+        from foresight.detection.anomaly_stage import AnomalyStage
+        from foresight.detection.engine import RuleEngine
+        from foresight.detection.worker import DetectionWorker
+        from foresight.notifications import outbox
+
+        engine = RuleEngine(
+            database,
+            reload_interval_s=settings.detection_reload_interval_s,
+            hooks=[outbox.enqueue],
+            listeners=[live.alert_listener],
+            anomaly=AnomalyStage() if settings.anomaly_enabled else None,
+        )
+        detection = DetectionWorker(
+            engine, max_pending_points=settings.detection_max_pending_points
+        )
+        pipeline.observers.append(detection.observe)
     consumer = Worker(
         database,
         url=settings.nats_url,
         stream=settings.nats_stream,
         subject_prefix=settings.nats_subject_prefix,
-        pipeline=Pipeline(observers=[live.observe]),
+        pipeline=pipeline,
     )
 
     async def run() -> None:
@@ -411,9 +432,13 @@ def worker() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, consumer.stop)  # finish the fetch in hand, then exit
         await live.start()
+        if detection is not None:
+            detection.start()
         try:
             await consumer.run()
         finally:
+            if detection is not None:
+                await asyncio.to_thread(detection.stop)  # evaluates what was committed
             await live.stop()
 
     try:
