@@ -415,6 +415,7 @@ def worker() -> None:
             listeners=[live.alert_listener],
             anomaly=AnomalyStage() if settings.anomaly_enabled else None,
         )
+        engine.anomaly_listeners.append(live.anomaly_listener)
         detection = DetectionWorker(
             engine, max_pending_points=settings.detection_max_pending_points
         )

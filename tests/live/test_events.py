@@ -215,3 +215,20 @@ def test_anyone_can_publish_anomaly_and_health_events(client: TestClient, factor
         nothing_else(one)
         with pytest.raises(ValueError, match="type"):
             live.publish(user.tenant_id, asset_id, {"data": {}})
+
+
+def test_detected_anomalies_are_pushed(client: TestClient, factory: Factory) -> None:
+    analyst, ids = pumps(client, factory, "P-9")
+    rng = __import__("random").Random(4)
+    normal = [(i * 60.0, {"temperature": 50 + rng.gauss(0, 0.5)}) for i in range(120)]
+    shifted = [(i * 60.0, {"temperature": 65 + rng.gauss(0, 0.5)}) for i in range(120, 130)]
+    with connect(client, f"assets/{ids['P-9']}", analyst.token + "&types=anomaly") as ws:
+        hello(ws)
+        send(client, analyst.headers, "P-9", normal)
+        send(client, analyst.headers, "P-9", shifted)
+        message, _ = wait_for(
+            ws, lambda m: m["type"] == "anomaly" and m["data"]["flag"], what="a flagged anomaly"
+        )
+        data = message["data"]
+        assert data["detector"] == "sensor" and data["drivers"] == ["temperature"]
+        assert data["ts"] >= at(120 * 60) and data["score"] >= 1

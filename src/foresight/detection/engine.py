@@ -122,6 +122,9 @@ class RuleEngine:
         self.reload_interval_s = reload_interval_s
         self.listeners = listeners or []
         self.hooks = hooks or []
+        # Called after commit with anomaly minutes that are flagged or just stopped being.
+        self.anomaly_listeners: list[Callable[[MinuteScore], None]] = []
+        self._flagged: dict[tuple[uuid.UUID, str], bool] = {}
         self.sync_defaults = sync_defaults
         # Unsupervised anomaly detection on every series (None: off).
         self.anomaly = anomaly
@@ -325,6 +328,8 @@ class RuleEngine:
                 scores, anomaly_actions = self.anomaly.process(session, segments)
         actions = self._decide(touched) + anomaly_actions
         events = self._apply(actions, scores) if actions or scores else []
+        if scores and self.anomaly_listeners:
+            self._tell_anomalies(scores)
         if failed:
             self._disable(failed)
         return events
@@ -457,6 +462,18 @@ class RuleEngine:
                 except Exception:  # noqa: BLE001 - listeners must not break detection
                     log.exception("alert_listener_failed")
         return events
+
+    def _tell_anomalies(self, scores: list[MinuteScore]) -> None:
+        for score in sorted(scores, key=lambda s: s.minute_ms):
+            key = (score.asset_id, score.detector)
+            flagged = score.score >= 1.0
+            if flagged or self._flagged.get(key, False):
+                for listener in self.anomaly_listeners:
+                    try:
+                        listener(score)
+                    except Exception:  # noqa: BLE001 - listeners must not break detection
+                        log.exception("anomaly_listener_failed")
+            self._flagged[key] = flagged
 
     def _disable(self, failed: dict[uuid.UUID, str]) -> None:
         with self.db.transaction() as session:

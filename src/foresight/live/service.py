@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from foresight.config import Settings
+from foresight.detection.anomaly import MinuteScore
 from foresight.kit.db import Database
 from foresight.live import logs
-from foresight.live.events import alert_event, with_asset
+from foresight.live.events import Event, alert_event, anomaly_event, with_asset
 from foresight.live.hub import LiveHub
 from foresight.live.nats_relay import NatsEvents, check_prefix
 from foresight.live.tap import ReadingsTap
@@ -63,6 +65,10 @@ class LiveUpdates:
 
     def alert_listener(self, kind: str, alert: Alert) -> None:
         self.publish(alert.tenant_id, alert.asset_id, alert_event(kind, alert))
+
+    def anomaly_listener(self, score: MinuteScore) -> None:
+        """A flagged minute (or the first normal one after) of an asset's anomaly score."""
+        self.publish(score.tenant_id, score.asset_id, anomaly_from_score(score))
 
     async def start(self) -> None:
         logs.install()  # ?token= stays out of the server's handshake log lines
@@ -108,6 +114,10 @@ class LiveProducer:
     def alert_listener(self, kind: str, alert: Alert) -> None:
         self.publish(alert.tenant_id, alert.asset_id, alert_event(kind, alert))
 
+    def anomaly_listener(self, score: MinuteScore) -> None:
+        """A flagged minute (or the first normal one after) of an asset's anomaly score."""
+        self.publish(score.tenant_id, score.asset_id, anomaly_from_score(score))
+
     async def start(self) -> None:
         await self.relay.start()
         self.tap.start()
@@ -115,3 +125,16 @@ class LiveProducer:
     async def stop(self) -> None:
         self.tap.stop()
         await self.relay.stop()
+
+
+def anomaly_from_score(score: MinuteScore) -> Event:
+    sensors = list(score.sensors)
+    return anomaly_event(
+        sensor=sensors[0] if sensors else None,
+        ts=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=score.minute_ms),
+        score=round(float(score.score), 3),
+        flag=score.score >= 1.0,
+        drivers=sensors,
+        detector=score.detector,
+        kind=score.kind,
+    )

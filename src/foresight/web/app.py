@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.detection = detection
     if detection is not None:
         detection.engine.listeners.extend(app.state.alert_listeners)
+        detection.engine.anomaly_listeners.append(live.anomaly_listener)
     bus: InProcessBus | NatsBus
     if settings.nats_url:
         bus = NatsBus(
