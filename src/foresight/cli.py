@@ -6,7 +6,7 @@ import getpass
 import json
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -39,6 +39,7 @@ from foresight.kit.db import Database
 from foresight.kit.errors import DomainError
 from foresight.models import Role
 from foresight.tenants import service as tenants_service
+from foresight.timeseries.store import WriteResult
 
 app = typer.Typer(help="Foresight: predictive maintenance.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
@@ -628,6 +629,14 @@ def import_readings(
             "--create-assets", help="Register unknown asset tags (else their rows are refused)"
         ),
     ] = False,
+    detect: Annotated[
+        bool,
+        typer.Option(
+            "--detect/--no-detect",
+            help="Run alert rules and anomaly detection on the imported points, as on live data "
+            "(alerts and anomaly scores; no notifications)",
+        ),
+    ] = True,
 ) -> None:
     """Import readings, wide (asset, ts, <sensor>…) or long (asset, sensor, ts, value).
 
@@ -637,6 +646,19 @@ def import_readings(
     settings = _settings()
     database = Database.from_url(settings.effective_database_url)
     importer.tune_for_bulk(database)
+    on_written: Callable[[WriteResult], None] | None = None
+    if detect and settings.detection_enabled:
+        from foresight.detection.anomaly_stage import AnomalyStage
+        from foresight.detection.engine import RuleEngine
+
+        engine = RuleEngine(database, anomaly=AnomalyStage() if settings.anomaly_enabled else None)
+
+        def evaluate(write: WriteResult) -> None:
+            if write.new is not None:
+                engine.process(write.new)
+
+        on_written = evaluate
+
     try:
         tenant_id = _tenant_id(database, tenant)
         with _progress() as progress:
@@ -648,6 +670,7 @@ def import_readings(
                 create_assets=create_assets,
                 actor_label=f"import:{_actor().label}",
                 progress=progress,
+                on_written=on_written,
             )
     except importer.ImportFileError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)

@@ -157,15 +157,21 @@ def test_scope_by_type_and_criticality(client: TestClient, factory: Factory) -> 
     h = user.headers
     specs = {"P-1": ("pump", "high"), "P-2": ("pump", "low"), "M-1": ("motor", "high")}
     for tag, (kind, criticality) in specs.items():
-        a = create_asset(client, h, tag, type=kind, criticality=criticality)
+        extra = {"metadata": {"line": "A"}} if tag == "M-1" else {}
+        a = create_asset(client, h, tag, type=kind, criticality=criticality, **extra)
         client.post(f"/api/v1/assets/{a['id']}/sensors", json={"key": "temperature"}, headers=h)
     cond = [{"sensor": "temperature", "op": ">", "threshold": 50}]
     rule(client, h, name="pumps", scope={"asset_type": "pump"}, conditions=cond)
     rule(client, h, name="important", scope={"criticality": ["high"]}, conditions=cond)
+    rule(client, h, name="p1", scope={"tag_pattern": "P-1*"}, conditions=cond)
+    rule(client, h, name="labelled", scope={"metadata": {"line": "A"}}, conditions=cond)
     for tag in specs:
         send(client, h, tag, [(0, {"temperature": 60.0})])
     titles = sorted(a["title"] for a in alerts(client, h))
-    assert titles == ["important on M-1", "important on P-1", "pumps on P-1", "pumps on P-2"]
+    assert titles == [
+        "important on M-1", "important on P-1", "labelled on M-1", "p1 on P-1", "pumps on P-1",
+        "pumps on P-2",
+    ]  # fmt: skip
 
 
 def test_rule_changes_are_hot_reloaded(client: TestClient, factory: Factory) -> None:

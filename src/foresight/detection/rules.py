@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 import numpy as np
@@ -129,9 +130,12 @@ class Scope:
     asset_type: str | None = None
     criticality: frozenset[str] = frozenset()
     metadata: tuple[tuple[str, Any], ...] = ()
+    tag_pattern: str | None = None
 
     def matches(self, asset: AssetInfo) -> bool:
         if self.asset_id is not None and asset.id != self.asset_id:
+            return False
+        if self.tag_pattern is not None and not fnmatchcase(asset.tag, self.tag_pattern):
             return False
         if self.asset_type is not None and asset.type != self.asset_type:
             return False
@@ -147,6 +151,7 @@ class Scope:
             asset_type=raw.get("asset_type") or None,
             criticality=frozenset(raw.get("criticality") or ()),
             metadata=tuple(sorted((raw.get("metadata") or {}).items())),
+            tag_pattern=raw.get("tag_pattern") or None,
         )
 
 

@@ -14,9 +14,9 @@ A rule (``POST /api/v1/alert-rules``)::
 * ``aggregate``: ``raw`` (default) or ``mean``/``min``/``max`` over the trailing ``window``;
 * durations are seconds or strings such as ``"30s"``, ``"5m"``, ``"1h"``, ``"2d"``; responses give
   seconds;
-* ``scope``: ``asset_id`` (one asset), ``asset_type``, ``criticality`` (a list) and ``metadata``
-  (key/value pairs the asset's metadata must hold), all optional and combined with AND; ``{}``
-  watches every asset of the tenant;
+* ``scope``: ``asset_id`` or ``asset_tag`` (one asset), ``tag_pattern`` (a glob on asset tags,
+  e.g. ``PUMP-*``), ``asset_type``, ``criticality`` (a list) and ``metadata`` (key/value pairs the
+  asset's metadata must hold), all optional and combined with AND; ``{}`` watches every asset;
 * ``combine``: ``all`` (AND) or ``any`` (OR) of the conditions;
 * ``for``: the combination must hold this long (data time) before the alert opens;
 * ``clear_hysteresis``: how far back past the threshold a value must come to clear (``> 80``
@@ -139,6 +139,9 @@ class ScopeIn(InputModel):
         default=None, description="One asset by tag (portable between sites, unlike asset_id)"
     )
     asset_type: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    tag_pattern: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None, description="Assets whose tag matches this glob, e.g. 'PUMP-*'"
+    )
     criticality: list[Criticality] | None = None
     metadata: dict[str, str | int | float | bool] | None = None
 
@@ -150,6 +153,8 @@ class ScopeIn(InputModel):
             out["asset_tag"] = self.asset_tag
         if self.asset_type:
             out["asset_type"] = self.asset_type
+        if self.tag_pattern:
+            out["tag_pattern"] = self.tag_pattern
         if self.criticality:
             out["criticality"] = sorted({c.value for c in self.criticality})
         if self.metadata:

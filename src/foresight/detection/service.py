@@ -7,6 +7,7 @@ what the rule engines of every process watch to hot-reload.
 from __future__ import annotations
 
 import uuid
+from fnmatch import fnmatchcase
 from typing import Any
 
 from sqlalchemy import func, select
@@ -97,6 +98,13 @@ def _check_sensors(
     if scope.get("criticality"):
         stmt = stmt.where(Asset.criticality.in_(scope["criticality"]))
     known = set(session.scalars(stmt))
+    if scope.get("tag_pattern"):
+        rows_ = session.execute(
+            select(Sensor.key, Asset.tag)
+            .join(Asset, Asset.id == Sensor.asset_id)
+            .where(Sensor.tenant_id == tenant_id, Sensor.key.in_(known))
+        )
+        known = {k for k, tag in rows_ if fnmatchcase(tag, scope["tag_pattern"])}
     if scope.get("metadata"):
         # Metadata is JSON on both backends: filter in Python (rules are few, sensors indexed).
         rows = session.execute(

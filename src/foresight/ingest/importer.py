@@ -858,8 +858,11 @@ def import_readings(
     progress: ProgressFn | None = None,
     block_bytes: int = BLOCK_BYTES,
     block_cells: int = BLOCK_CELLS,
+    on_written: Callable[[WriteResult], None] | None = None,
 ) -> ReadingsReport:
     """Import a readings file into the tenant; safe to rerun (see the module docstring).
+
+    ``on_written`` is called with each chunk's write once it committed (detection).
 
     Raises ``ImportFileError`` if the file cannot be read; rows already imported stay imported.
     """
@@ -893,7 +896,7 @@ def import_readings(
             report.rows_read += chunk.rows
             report.rejections.merge(chunk.rejections)
             if chunk.points.height:
-                _write_chunk(db, resolver, chunk, report)
+                _write_chunk(db, resolver, chunk, report, on_written)
             if progress is not None:
                 progress(chunk.position, source.total, report.rows_read, report.points_accepted)
     except ImportFileError as exc:
@@ -904,7 +907,11 @@ def import_readings(
 
 
 def _write_chunk(
-    db: Database, resolver: _Resolver, chunk: _Prepared, report: ReadingsReport
+    db: Database,
+    resolver: _Resolver,
+    chunk: _Prepared,
+    report: ReadingsReport,
+    on_written: Callable[[WriteResult], None] | None = None,
 ) -> None:
     pairs = chunk.points.select("asset", "sensor").unique()
     for attempt in range(1, ATTEMPTS + 1):
@@ -925,6 +932,8 @@ def _write_chunk(
                 raise
             time.sleep(0.05 * attempt)
     resolver.remember(resolved)
+    if on_written is not None and result.inserted:
+        on_written(result)
     if resolved.refused.height:
         refused = chunk.points.join(resolved.refused, on=["asset", "sensor"], how="inner")
         # An asset problem refuses the row once; a sensor problem refuses each of its values.
