@@ -36,7 +36,7 @@ def test_import_backtests_rules_and_anomalies(cli: CliRunner, db: Database, tmp_
         rows.append(f"PUMP-1,{T0_S + i * 60},{value}")
     path.write_text("\n".join(rows) + "\n")
     code, out, err = invoke(
-        cli, "import", "readings", str(path), "--tenant", "acme", "--create-assets"
+        cli, "import", "readings", str(path), "--tenant", "acme", "--create-assets", "--detect"
     )
     assert code == 0, out + err
     tid = tenant_id(db)
@@ -52,16 +52,16 @@ def test_import_backtests_rules_and_anomalies(cli: CliRunner, db: Database, tmp_
         f"PUMP-1,{int(line.split(',')[1]) - year},{line.split(',')[2]}" for line in rows[1:]
     ]
     path.write_text("\n".join(earlier) + "\n")
-    code, out, err = invoke(cli, "import", "readings", str(path), "--tenant", "acme")
+    code, out, err = invoke(cli, "import", "readings", str(path), "--tenant", "acme", "--detect")
     assert code == 0, out + err
     with db.transaction(write=False) as session:
         [alert] = session.scalars(select(Alert).where(Alert.rule_id.is_not(None))).all()
     assert alert.triggered_at.timestamp() == T0_S - year + 300 * 60  # data time
     assert alert.resolved_at is not None and alert.resolved_by == "auto"
-    # --no-detect skips it.
+    # Without --detect (the default) nothing is evaluated.
     later = ["asset,ts,temperature", f"PUMP-1,{T0_S + 500 * 60},99.0"]
     path.write_text("\n".join(later) + "\n")
-    code, out, err = invoke(cli, "import", "readings", str(path), "--tenant", "acme", "--no-detect")
+    code, out, err = invoke(cli, "import", "readings", str(path), "--tenant", "acme")
     assert code == 0, out + err
     with db.transaction(write=False) as session:
         assert len(session.scalars(select(Alert).where(Alert.rule_id.is_not(None))).all()) == 1
