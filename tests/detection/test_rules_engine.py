@@ -240,8 +240,11 @@ def test_default_rules_from_expected_ranges(client: TestClient, factory: Factory
         "sensor": "temperature", "op": "outside", "aggregate": "raw", "min": 10.0, "max": 90.0,
     }  # fmt: skip
     client.app.state.detection.engine.reload_if_changed(force=True)  # type: ignore[attr-defined]
-    send(client, h, "PUMP-001", [(10, {"temperature": 95.0})])
+    send(client, h, "PUMP-001", [(10, {"temperature": 95.0}), (40, {"temperature": 96.0})])
+    assert alerts(client, h) == []  # held for a minute first
+    send(client, h, "PUMP-001", [(70, {"temperature": 95.5})])
     [alert] = alerts(client, h)
+    assert alert["triggered_at"] == at(70)
     assert alert["title"] == "PUMP-001 temperature outside expected range on PUMP-001"
 
 

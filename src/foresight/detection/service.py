@@ -342,7 +342,7 @@ def _default_name(tag: str, key: str) -> str:
 
 
 def sync_default_rules(session: Session, *, tenant_id: uuid.UUID) -> dict[str, int]:
-    """One rule per sensor with an expected range: ``outside [min, max]``, warning.
+    """One rule per sensor with an expected range: ``outside [min, max]`` for a minute, warning.
 
     Made, updated (when the range changes) and removed (when the sensor or its range goes)
     by this function; a default rule someone edited becomes theirs and is left alone, and a
@@ -367,7 +367,10 @@ def sync_default_rules(session: Session, *, tenant_id: uuid.UUID) -> dict[str, i
                 "conditions": [
                     {"sensor": key, "op": "outside", "aggregate": "raw", "min": low, "max": high}
                 ],
-                "clear_hysteresis": round(span * 0.02, 6),
+                # Held a minute and cleared 5 % inside the range: a value hovering at a limit
+                # makes one alert, not one every few minutes.
+                "clear_hysteresis": round(span * 0.05, 6),
+                "for_s": 60.0,
             }
     existing = {
         r.name: r
@@ -398,7 +401,7 @@ def sync_default_rules(session: Session, *, tenant_id: uuid.UUID) -> dict[str, i
                 AlertRule(
                     tenant_id=tenant_id, name=name, severity=Severity.warning, origin="default",
                     description="Made from the sensor's expected range (edit it to take it over).",
-                    enabled=True, combine="all", for_s=0.0, auto_resolve=True, version=1,
+                    enabled=True, combine="all", auto_resolve=True, version=1,
                     **values,
                 )
             )  # fmt: skip
