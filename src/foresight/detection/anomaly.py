@@ -86,6 +86,17 @@ def sensitivity_factor(value: Any) -> float:
     return factor if math.isfinite(factor) and 0.05 <= factor <= 20 else 1.0
 
 
+def _runs(rows: I64) -> tuple[I64, I64, I64, I64]:
+    """Rows grouped (each row's points together, in time order), in any order of rows: the row
+    of each run, each point's run, each point's place in its run, and the runs' lengths."""
+    n = rows.shape[0]
+    new = np.ones(n, dtype=np.bool_)
+    new[1:] = rows[1:] != rows[:-1]
+    starts = np.flatnonzero(new)
+    run = np.cumsum(new) - 1
+    return rows[starts], run, np.arange(n) - starts[run], np.diff(np.append(starts, n))
+
+
 class SeriesBank:
     """The per-sensor detector's state for many series at once, as 2-D numpy arrays.
 
@@ -207,9 +218,7 @@ class SeriesBank:
         cfg = self.config
         short, stuck = cfg.short, cfg.stuck_points
         lead = max(short + 2, stuck)
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        first = np.searchsorted(rows, uniq)  # rows are grouped: a row's first point here
-        q = np.arange(rows.shape[0]) - first[inverse]
+        uniq, inverse, q, _ = _runs(rows)
         width = int(q.max()) + 1
         grid = np.full((uniq.shape[0], lead + width), np.nan)
         grid[:, :lead] = self._history(uniq, lead)
@@ -257,9 +266,7 @@ class SeriesBank:
         self, rows: I64, value: F64, flags: npt.NDArray[np.bool_], *, scoring: bool = False
     ) -> None:
         w = self.config.window
-        uniq, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-        first = np.searchsorted(rows, uniq)
-        q = np.arange(rows.shape[0]) - first[inverse]
+        uniq, _, q, counts = _runs(rows)
         slot = (self.pos[rows] + q) % w
         self.buf[rows, slot] = value
         self.flg[rows, slot] = flags
