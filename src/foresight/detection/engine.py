@@ -132,6 +132,9 @@ class RuleEngine:
         self._rules: dict[uuid.UUID, CompiledRule] = {}
         self._by_sensor: dict[tuple[uuid.UUID, str], list[CompiledRule]] = {}
         self._lookback_ms: dict[tuple[uuid.UUID, str], int] = {}
+        # _by_sensor narrowed to one asset (rules scoped to another asset left out), built on
+        # first use: most rules watch one asset, so a series is not checked against all of them.
+        self._for_asset: dict[tuple[uuid.UUID, str, uuid.UUID], list[CompiledRule]] = {}
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked_at = -1e9
         self._meta: dict[int, _SeriesMeta] = {}
@@ -139,6 +142,11 @@ class RuleEngine:
         self._states: dict[tuple[uuid.UUID, uuid.UUID], _RuleState] = {}
         self._lock = threading.Lock()
         self.points_evaluated = 0
+        # Cost counters (read by the detection worker's Prometheus collector): new points seen,
+        # and wall seconds per stage: rules (series bookkeeping, rule evaluation, decisions),
+        # anomaly (the anomaly stage), alerts (the write: scores, alert changes, hooks, listeners).
+        self.points_total = 0
+        self.stage_seconds = {"rules": 0.0, "anomaly": 0.0, "alerts": 0.0}
 
     # --- rules ----------------------------------------------------------------------------------
 
@@ -186,6 +194,7 @@ class RuleEngine:
         with self._lock:
             old = self._rules
             self._rules, self._by_sensor, self._lookback_ms = compiled, by_sensor, lookback
+            self._for_asset = {}
             # A changed rule starts afresh; an unchanged one keeps its state.
             for rule_id, asset_id in list(self._states):
                 new = compiled.get(rule_id)
@@ -281,6 +290,8 @@ class RuleEngine:
         self.reload_if_changed()
         if not len(new) or (not self._by_sensor and self.anomaly is None):
             return []
+        started = time.perf_counter()
+        anomaly_s = 0.0
         sid = new.series_id
         starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
         ends = np.append(starts[1:], sid.shape[0])
@@ -313,7 +324,7 @@ class RuleEngine:
                 ts_all = np.concatenate((tail.ts, ts_new))
                 v_all = np.concatenate((tail.value, v_new))
                 offset = tail.ts.shape[0]
-                for rule in rules:
+                for rule in self._rules_for(key, rules, meta.asset.id):
                     if rule.id in failed or not rule.scope.matches(meta.asset):
                         continue
                     try:
@@ -325,14 +336,31 @@ class RuleEngine:
                 keep_from = min(int(keep_from), ts_all.shape[0] - 1)
                 self._tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
             if self.anomaly is not None and segments:
+                anomaly_started = time.perf_counter()
                 scores, anomaly_actions = self.anomaly.process(session, segments)
+                anomaly_s = time.perf_counter() - anomaly_started
         actions = self._decide(touched) + anomaly_actions
+        decided = time.perf_counter()
         events = self._apply(actions, scores) if actions or scores else []
         if scores and self.anomaly_listeners:
             self._tell_anomalies(scores)
+        cost = self.stage_seconds
+        cost["rules"] += decided - started - anomaly_s
+        cost["anomaly"] += anomaly_s
+        cost["alerts"] += time.perf_counter() - decided
+        self.points_total += len(new)
         if failed:
             self._disable(failed)
         return events
+
+    def _rules_for(
+        self, key: tuple[uuid.UUID, str], rules: list[CompiledRule], asset_id: uuid.UUID
+    ) -> list[CompiledRule]:
+        found = self._for_asset.get((*key, asset_id))
+        if found is None:
+            found = [r for r in rules if r.scope.asset_id in (None, asset_id)]
+            self._for_asset[(*key, asset_id)] = found
+        return found
 
     def _evaluate(
         self,
@@ -359,11 +387,15 @@ class RuleEngine:
                 continue
             x = condition.signal(ts_all, v_all, offset)
             trig = condition.triggers(x)
-            clear = condition.clears(x, rule.hysteresis)
             initial = state.conditions[index]
-            changed, states = state_changes(trig, clear, initial)
-            for i, new_state in zip(changed.tolist(), states.tolist(), strict=True):
-                touch.changes.append(_Change(int(ts_new[i]), index, bool(new_state), float(x[i])))
+            # The usual case, cheaply: false with no trigger, or true with no clear, stays so.
+            if initial is not False or trig.any():
+                clear = condition.clears(x, rule.hysteresis)
+                if initial is not True or clear.any():
+                    changed, states = state_changes(trig, clear, initial)
+                    for i, new_state in zip(changed.tolist(), states.tolist(), strict=True):
+                        change = _Change(int(ts_new[i]), index, bool(new_state), float(x[i]))
+                        touch.changes.append(change)
             touch.last_value = float(x[-1])
             touch.last_sensor = condition.sensor
 
@@ -377,6 +409,8 @@ class RuleEngine:
             state = self._states.get((rule_id, asset_id))
             if rule is None or state is None:
                 continue
+            if not touch.changes and (state.firing or not rule.combined(state.conditions)):
+                continue  # nothing changed and nothing is due: the usual case
             meta_asset = touch.asset
             points = np.unique(np.concatenate(touch.ts)) if touch.ts else np.empty(0, np.int64)
             changes = sorted(touch.changes, key=lambda c: (c.ts_ms, c.condition))

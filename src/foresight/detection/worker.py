@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from foresight.detection.engine import RuleEngine
 from foresight.kit.logging import get_logger
@@ -27,6 +31,7 @@ class DetectionWorker:
         *,
         max_pending_points: int = 2_000_000,
         silence_interval_s: float = 30.0,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.engine = engine
         self.max_pending_points = max_pending_points
@@ -34,9 +39,17 @@ class DetectionWorker:
         self._pending: list[Columns] = []
         self._pending_points = 0
         self._busy = False
+        self._busy_points = 0
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
+        if registry is not None:
+            registry.register(_Collector(self))
+
+    @property
+    def backlog_points(self) -> int:
+        """Points handed over and not evaluated yet (queued plus the batch in hand)."""
+        return self._pending_points + self._busy_points
 
     def observe(self, write: WriteResult) -> None:
         """Pipeline observer: queue a committed write's new points."""
@@ -89,6 +102,7 @@ class DetectionWorker:
                     self._cond.wait(max(0.0, min(1.0, next_silence - time.monotonic())))
                 if self._stop and not self._pending:
                     return
+                self._busy_points = self._pending_points
                 batch, self._pending, self._pending_points = self._pending, [], 0
                 self._busy = True
                 self._cond.notify_all()
@@ -103,7 +117,35 @@ class DetectionWorker:
             finally:
                 with self._cond:
                     self._busy = False
+                    self._busy_points = 0
                     self._cond.notify_all()
+
+
+class _Collector(Collector):
+    """Detection cost and backlog, read at scrape time (nothing is counted per point)."""
+
+    def __init__(self, worker: DetectionWorker) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        engine = self.worker.engine
+        yield CounterMetricFamily(
+            "foresight_detection_points", "New points detection has processed",
+            value=engine.points_total,
+        )  # fmt: skip
+        seconds = CounterMetricFamily(
+            "foresight_detection_seconds",
+            "Wall time detection spent, by stage (rules, anomaly, alerts)",
+            labels=["stage"],
+        )
+        for stage, value in list(engine.stage_seconds.items()):
+            seconds.add_metric([stage], value)
+        yield seconds
+        yield GaugeMetricFamily(
+            "foresight_detection_backlog_points",
+            "New points waiting for detection (queued plus the batch being evaluated)",
+            value=self.worker.backlog_points,
+        )
 
 
 def _merge(batch: list[Columns]) -> Columns:

@@ -147,7 +147,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             anomaly=AnomalyStage() if settings.anomaly_enabled else None,
         )
         detection = DetectionWorker(
-            engine, max_pending_points=settings.detection_max_pending_points
+            engine,
+            max_pending_points=settings.detection_max_pending_points,
+            registry=app.state.metrics.registry,
         )
     app.state.detection = detection
     if detection is not None:
