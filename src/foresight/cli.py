@@ -771,6 +771,39 @@ def bench_ingest(
         out.print(line, highlight=False, soft_wrap=True)
 
 
+@bench_app.command("detect")
+def bench_detect(
+    backend: Annotated[
+        list[str] | None, typer.Option(help="sqlite and/or postgresql (default both)")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=100, help="Phase A load, points/s")] = 50_000,
+    seconds: Annotated[float, typer.Option(min=1, help="Phase A duration")] = 30,
+    rules: Annotated[int, typer.Option(min=0, help="Active rules besides the probe's")] = 1000,
+    probes: Annotated[
+        int, typer.Option(min=1, help="At most this many probes (default: as many as fit)")
+    ] = 1_000_000,
+    points: Annotated[int, typer.Option(min=1000, help="Phase B points per run")] = 300_000,
+    senders: Annotated[int, typer.Option(min=1, help="Load-generator processes")] = 2,
+    postgres_url: Annotated[
+        str, typer.Option(help="Server for throwaway PostgreSQL databases")
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+) -> None:
+    """Alert latency (API and WebSocket) under load, and ingest throughput with detection on/off."""
+    from foresight import bench
+
+    for line in bench.run_detect(
+        backends=backend or ["sqlite", "postgresql"],
+        postgres_url=postgres_url,
+        rate=rate,
+        seconds=seconds,
+        rules=rules,
+        probes=probes,
+        points=points,
+        senders=senders,
+    ):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 @eval_app.command("anomaly")
 def eval_anomaly(
     seed: Annotated[int, typer.Option(help="Seed of the plant and the fault positions")] = 7,

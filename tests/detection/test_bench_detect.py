@@ -1,0 +1,47 @@
+"""`foresight bench detect`, tiny: it runs end to end and reports sane figures (none are timed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from foresight import bench
+
+
+def test_detect_bench_measures_latency_and_the_throughput_ratio(tmp_path: Path) -> None:
+    def make_database() -> tuple[str, object]:
+        path = tmp_path / f"detect-{len(list(tmp_path.iterdir()))}.db"
+        return f"sqlite:///{path}", lambda: None
+
+    result = bench.run_detect_backend(
+        "sqlite", make_database, rate=4000, seconds=4, rules=20, probes=3, points=8000,
+        senders=1, assets=10, poll_s=0.005, warmup_s=0.5,
+    )  # fmt: skip
+    probes = result.probes
+    assert probes.missed == 0
+    assert 1 <= len(probes.api_ms) <= 3 and len(probes.ws_ms) == len(probes.api_ms)
+    assert all(math.isfinite(ms) for ms in probes.api_ms + probes.ws_ms)
+    for load in (result.load, result.on, result.off):
+        assert load.points > 0 and load.rate > 0
+    for load in (result.load, result.on):  # detection on: it kept up, and its cost is counted
+        assert load.drain_s is not None
+        assert load.counters["foresight_detection_points_total"] >= load.points
+        assert all(math.isfinite(bench._us_per_point(load, s)) for s in bench.STAGES)
+    assert result.off.counters == {}  # detection off: no detection metrics
+    assert math.isfinite(result.ratio) and result.ratio > 0
+
+    lines = bench.detect_table([result], rules=20)
+    rows = [line for line in lines if line.startswith("| sqlite |")]
+    assert len(rows) == 2 and "nan" not in " ".join(rows)
+
+
+def test_detection_rules_are_a_valid_mix() -> None:
+    from foresight.detection.schemas import RuleCreate
+
+    rules = bench.detection_rules(1000, 100)
+    assert len({r["name"] for r in rules}) == 1000
+    ops = {r["conditions"][0]["op"] for r in rules}
+    assert ops == {">", "<", "outside"}
+    assert any(r["conditions"][0].get("aggregate") == "mean" for r in rules)
+    for r in rules:
+        RuleCreate.model_validate(r)
