@@ -403,21 +403,15 @@ def worker() -> None:
     # worker commits; alert changes go to the notification outbox and to live updates.
     detection = None
     if settings.detection_enabled:
-        from foresight.detection.anomaly_stage import AnomalyStage
-        from foresight.detection.engine import RuleEngine
         from foresight.detection.worker import DetectionWorker
         from foresight.notifications import outbox
 
-        engine = RuleEngine(
+        detection = DetectionWorker.from_settings(
             database,
-            reload_interval_s=settings.detection_reload_interval_s,
+            settings,
             hooks=[outbox.enqueue],
             listeners=[live.alert_listener],
-            anomaly=AnomalyStage() if settings.anomaly_enabled else None,
-        )
-        engine.anomaly_listeners.append(live.anomaly_listener)
-        detection = DetectionWorker(
-            engine, max_pending_points=settings.detection_max_pending_points
+            anomaly_listeners=[live.anomaly_listener],
         )
         pipeline.observers.append(detection.observe)
     consumer = Worker(
@@ -618,17 +612,14 @@ def _import_failed(exc: Exception) -> NoReturn:
     raise typer.Exit(1) from exc
 
 
-def _import_detection(database: Database, *, enabled: bool, anomaly: bool = True) -> Any:
+def _import_detection(database: Database, *, enabled: bool) -> Any:
     """Detection for an import: alert rules and anomaly detection on each stored chunk, in a
     thread beside the import (no notifications: history is not news)."""
     if not enabled:
         return None
-    from foresight.detection.anomaly_stage import AnomalyStage
-    from foresight.detection.engine import RuleEngine
     from foresight.detection.worker import DetectionWorker
 
-    engine = RuleEngine(database, anomaly=AnomalyStage() if anomaly else None)
-    worker = DetectionWorker(engine, max_pending_points=1_000_000)
+    worker = DetectionWorker.from_settings(database, _settings())
     worker.start()
     return worker
 
@@ -660,9 +651,7 @@ def import_readings(
     settings = _settings()
     database = Database.from_url(settings.effective_database_url)
     importer.tune_for_bulk(database)
-    detection = _import_detection(
-        database, enabled=detect and settings.detection_enabled, anomaly=settings.anomaly_enabled
-    )
+    detection = _import_detection(database, enabled=detect and settings.detection_enabled)
 
     try:
         tenant_id = _tenant_id(database, tenant)

@@ -31,6 +31,7 @@ from foresight.detection.anomaly import (
 )
 from foresight.detection.rules import AssetInfo
 from foresight.kit.db import JSONType
+from foresight.kit.time import from_ms
 from foresight.models import AnomalyScore, Severity, Tenant
 from foresight.timeseries.store import F64, I64
 
@@ -237,7 +238,7 @@ class AnomalyStage:
                     severity=Severity.warning,
                     title=f"{TITLES[detector]} on {asset.tag}",
                     message=f"{asset.tag}: {what} in {drivers} (score {done.score:.1f})",
-                    at=_from_ms(done.minute),
+                    at=from_ms(done.minute),
                     value=round(done.score, 3),
                     sensor=done.sensors[0] if done.sensors else None,
                     details={
@@ -254,18 +255,12 @@ class AnomalyStage:
                     asset.tenant_id,
                     asset.id,
                     source,
-                    _from_ms(done.minute + MINUTE_MS),
+                    from_ms(done.minute + MINUTE_MS),
                     round(done.score, 3),
                     note="the signal is normal again",
                 )  # fmt: skip
             ]
         return []
-
-
-def _from_ms(ms: int) -> Any:
-    from foresight.detection.engine import from_ms
-
-    return from_ms(ms)
 
 
 def store_scores(session: Session, rows: list[MinuteScore]) -> None:

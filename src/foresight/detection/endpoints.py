@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Annotated, Any, Literal
 
@@ -32,12 +32,12 @@ from foresight.detection.schemas import (
 )
 from foresight.kit.errors import FieldError, InvalidInput, MalformedBody, UnsupportedMediaType
 from foresight.kit.schemas import UtcDatetime
-from foresight.kit.time import utcnow
+from foresight.kit.time import EPOCH, from_ms, utcnow
 from foresight.models import AlertStatus, AnomalyScore, Severity
 from foresight.web.deps import AlertActor, Reader, RuleWriter, SessionDep
 
 router = APIRouter(tags=["alerts"])
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the last page")]
 Start = Annotated[UtcDatetime | None, Query(description="triggered_at at or after (ISO 8601)")]
@@ -280,7 +280,7 @@ def asset_anomalies(
     rows = session.scalars(stmt.limit(limit + 1)).all()
     items = [
         AnomalyPoint(
-            ts=EPOCH + timedelta(milliseconds=r.minute_ms), detector=r.detector, score=r.score,
+            ts=from_ms(r.minute_ms), detector=r.detector, score=r.score,
             flag=r.flag, kind=r.kind, sensors=list(r.sensors or []),
         )
         for r in rows[:limit]

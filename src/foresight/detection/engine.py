@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -42,18 +42,13 @@ from foresight.detection.rules import (
 )
 from foresight.kit.db import Database
 from foresight.kit.logging import get_logger
-from foresight.kit.time import utcnow
+from foresight.kit.time import EPOCH, from_ms, utcnow
 from foresight.models import Alert, AlertRule, Asset, Reading, Sensor, SeriesLatest, Tenant
 from foresight.timeseries.store import Columns
 
 log = get_logger("foresight.detection")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 META_TTL_S = 30.0
-
-
-def from_ms(ms: int) -> datetime:
-    return EPOCH + timedelta(milliseconds=int(ms))
 
 
 @dataclass
@@ -246,11 +241,7 @@ class RuleEngine:
             .where(Sensor.series_id.in_(wanted))
         )  # fmt: skip
         for series_id, key, kind, asset in rows:
-            info = AssetInfo(
-                asset.id, asset.tenant_id, asset.tag, asset.type, str(asset.criticality),
-                dict(asset.attributes or {}),
-            )  # fmt: skip
-            self._meta[series_id] = _SeriesMeta(info, key, now, str(kind) == "gauge")
+            self._meta[series_id] = _SeriesMeta(AssetInfo.of(asset), key, now, kind == "gauge")
         for series_id in wanted:  # deleted sensors: no longer evaluated
             if series_id in self._meta and self._meta[series_id].loaded_at != now:
                 del self._meta[series_id]
@@ -546,10 +537,7 @@ class RuleEngine:
                         .where(Sensor.tenant_id == rule.tenant_id, Sensor.key == condition.sensor)
                     ).all()
                     for asset, last_ts in rows:
-                        info = AssetInfo(
-                            asset.id, asset.tenant_id, asset.tag, asset.type,
-                            str(asset.criticality), dict(asset.attributes or {}),
-                        )  # fmt: skip
+                        info = AssetInfo.of(asset)
                         if not rule.scope.matches(info) or last_ts is None:
                             continue
                         due = int(last_ts) + int(condition.no_data_s * 1000)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from foresight.models import Asset
 from foresight.models.enums import Severity
 
 F64 = npt.NDArray[np.float64]
@@ -163,6 +164,13 @@ class AssetInfo:
     type: str
     criticality: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, asset: Asset) -> AssetInfo:
+        return cls(
+            asset.id, asset.tenant_id, asset.tag, asset.type, str(asset.criticality),
+            dict(asset.attributes or {}),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from foresight.detection.engine import RuleEngine
+from foresight.config import Settings
+from foresight.detection.anomaly import MinuteScore
+from foresight.detection.anomaly_stage import AnomalyStage
+from foresight.detection.engine import AlertHook, AlertListener, RuleEngine
+from foresight.kit.db import Database
 from foresight.kit.logging import get_logger
 from foresight.timeseries.store import Columns, WriteResult, sorted_unique
 
@@ -25,6 +29,30 @@ log = get_logger("foresight.detection")
 
 
 class DetectionWorker:
+    @classmethod
+    def from_settings(
+        cls,
+        db: Database,
+        settings: Settings,
+        *,
+        hooks: list[AlertHook] | None = None,
+        listeners: list[AlertListener] | None = None,
+        anomaly_listeners: list[Callable[[MinuteScore], None]] | None = None,
+        registry: CollectorRegistry | None = None,
+    ) -> DetectionWorker:
+        """Rules and (unless turned off) anomaly detection, as the settings say."""
+        engine = RuleEngine(
+            db,
+            reload_interval_s=settings.detection_reload_interval_s,
+            hooks=hooks,
+            listeners=listeners,
+            anomaly=AnomalyStage() if settings.anomaly_enabled else None,
+        )
+        engine.anomaly_listeners.extend(anomaly_listeners or [])
+        return cls(
+            engine, max_pending_points=settings.detection_max_pending_points, registry=registry
+        )
+
     def __init__(
         self,
         engine: RuleEngine,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -23,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from foresight.config import Settings
 from foresight.detection.anomaly import MinuteScore
 from foresight.kit.db import Database
+from foresight.kit.time import from_ms
 from foresight.live import logs
 from foresight.live.events import Event, alert_event, anomaly_event, with_asset
 from foresight.live.hub import LiveHub
@@ -131,7 +131,7 @@ def anomaly_from_score(score: MinuteScore) -> Event:
     sensors = list(score.sensors)
     return anomaly_event(
         sensor=sensors[0] if sensors else None,
-        ts=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=score.minute_ms),
+        ts=from_ms(score.minute_ms),
         score=round(float(score.score), 3),
         flag=score.score >= 1.0,
         drivers=sensors,

@@ -16,8 +16,6 @@ from foresight.audit import endpoints as audit_endpoints
 from foresight.auth import endpoints as auth_endpoints
 from foresight.config import Settings, get_settings
 from foresight.detection import endpoints as detection_endpoints
-from foresight.detection.anomaly_stage import AnomalyStage
-from foresight.detection.engine import RuleEngine
 from foresight.detection.worker import DetectionWorker
 from foresight.ingest import endpoints as ingest_endpoints
 from foresight.ingest.bus import InProcessBus
@@ -140,21 +138,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # worker` with NATS.
     detection = None
     if settings.detection_enabled and not settings.nats_url:
-        engine = RuleEngine(
+        detection = DetectionWorker.from_settings(
             db,
-            reload_interval_s=settings.detection_reload_interval_s,
+            settings,
             hooks=app.state.alert_hooks,
-            anomaly=AnomalyStage() if settings.anomaly_enabled else None,
-        )
-        detection = DetectionWorker(
-            engine,
-            max_pending_points=settings.detection_max_pending_points,
+            listeners=app.state.alert_listeners,
+            anomaly_listeners=[live.anomaly_listener],
             registry=app.state.metrics.registry,
         )
     app.state.detection = detection
-    if detection is not None:
-        detection.engine.listeners.extend(app.state.alert_listeners)
-        detection.engine.anomaly_listeners.append(live.anomaly_listener)
     bus: InProcessBus | NatsBus
     if settings.nats_url:
         bus = NatsBus(
