@@ -115,6 +115,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key="test-secret-key-that-is-long-enough-0123456789",
         max_body_bytes=64 * 1024,
         log_json=False,
+        # Detection in a thread, so tests can reach the engine; tests/detection/test_processes.py
+        # covers the default (child processes).
+        detection_processes=0,
     )
 
 

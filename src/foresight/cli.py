@@ -403,15 +403,11 @@ def worker() -> None:
     # worker commits; alert changes go to the notification outbox and to live updates.
     detection = None
     if settings.detection_enabled:
-        from foresight.detection.worker import DetectionWorker
+        from foresight.detection.process import detection_from_settings
         from foresight.notifications import outbox
 
-        detection = DetectionWorker.from_settings(
-            database,
-            settings,
-            hooks=[outbox.enqueue],
-            listeners=[live.alert_listener],
-            anomaly_listeners=[live.anomaly_listener],
+        detection = detection_from_settings(
+            database, settings, hooks=[outbox.enqueue], publish=live.publish
         )
         pipeline.observers.append(detection.observe)
     consumer = Worker(
@@ -428,7 +424,7 @@ def worker() -> None:
             loop.add_signal_handler(sig, consumer.stop)  # finish the fetch in hand, then exit
         await live.start()
         if detection is not None:
-            detection.start()
+            await asyncio.to_thread(detection.start)
         try:
             await consumer.run()
         finally:
@@ -613,15 +609,16 @@ def _import_failed(exc: Exception) -> NoReturn:
 
 
 def _import_detection(database: Database, *, enabled: bool) -> Any:
-    """Detection for an import: alert rules and anomaly detection on each stored chunk, in a
-    thread beside the import (no notifications: history is not news)."""
+    """Detection for an import: alert rules and anomaly detection on each stored chunk, beside
+    the import (in child processes unless FORESIGHT_DETECTION_PROCESSES=0; no notifications:
+    history is not news)."""
     if not enabled:
         return None
-    from foresight.detection.worker import DetectionWorker
+    from foresight.detection.process import detection_from_settings
 
-    worker = DetectionWorker.from_settings(database, _settings())
-    worker.start()
-    return worker
+    detection = detection_from_settings(database, _settings())
+    detection.start()
+    return detection
 
 
 @import_app.command("readings")

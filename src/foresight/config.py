@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     detection_reload_interval_s: Annotated[float, Field(gt=0)] = 2.0
     # New points waiting for detection; beyond this the writer waits (backpressure).
     detection_max_pending_points: Annotated[int, Field(ge=1000)] = 2_000_000
+    # Detection runs in this many child processes, each asset always in the same one (its own
+    # interpreter lock, off the ingest path); 0 runs it in a thread of the ingesting process.
+    detection_processes: Annotated[int, Field(ge=0, le=64)] = 1
     # Unsupervised anomaly detection on every series (tenants may turn it off or tune it).
     anomaly_enabled: bool = True
 

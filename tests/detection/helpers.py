@@ -37,8 +37,8 @@ def rule(client: TestClient, headers: dict[str, str], **fields: Any) -> dict[str
     body = {"name": "rule", "severity": "warning", **fields}
     r = client.post("/api/v1/alert-rules", json=body, headers=headers)
     assert r.status_code == 201, r.text
-    # Engines reload within the reload interval; force it so the test need not wait.
-    client.app.state.detection.engine.reload_if_changed(force=True)  # type: ignore[attr-defined]
+    # Engines reload within the reload interval; ask for it now so the test need not wait.
+    client.app.state.detection.reload()  # type: ignore[attr-defined]
     return dict(r.json())
 
 

@@ -209,6 +209,7 @@ def test_a_rule_that_fails_is_disabled_with_its_error(client: TestClient, factor
         client, h, name="good", conditions=[{"sensor": "temperature", "op": ">", "threshold": 50}]
     )
     engine = client.app.state.detection.engine  # type: ignore[attr-defined]
+    engine.reload_if_changed(force=True)
     broken = engine.rules[__import__("uuid").UUID(r["id"])]
     condition = broken.conditions[0]
     object.__setattr__(condition, "op", "bogus")  # triggers() now raises

@@ -145,6 +145,10 @@ class RuleEngine:
 
     # --- rules ----------------------------------------------------------------------------------
 
+    def invalidate(self) -> None:
+        """Check the rules for changes before the next evaluation (not only every interval)."""
+        self._checked_at = -1e9
+
     def reload_if_changed(self, *, force: bool = False) -> bool:
         now = time.monotonic()
         if not force and now - self._checked_at < self.reload_interval_s:

@@ -60,8 +60,11 @@ class DetectionWorker:
         max_pending_points: int = 2_000_000,
         silence_interval_s: float = 30.0,
         registry: CollectorRegistry | None = None,
+        on_processed: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
+        # Called (detection thread) with the number of submitted points each pass evaluated.
+        self.on_processed = on_processed
         self.max_pending_points = max_pending_points
         self.silence_interval_s = silence_interval_s
         self._pending: list[Columns] = []
@@ -103,6 +106,10 @@ class DetectionWorker:
                 self._cond.wait(min(left, 0.1))
         return True
 
+    def reload(self) -> None:
+        """Re-read the rules before the next evaluation (after a change made here)."""
+        self.engine.invalidate()
+
     def start(self) -> None:
         if self._thread is None:
             self._stop = False
@@ -134,6 +141,7 @@ class DetectionWorker:
                 batch, self._pending, self._pending_points = self._pending, [], 0
                 self._busy = True
                 self._cond.notify_all()
+            done = self._busy_points
             try:
                 if batch:
                     self.engine.process(_merge(batch))
@@ -143,6 +151,11 @@ class DetectionWorker:
             except Exception:  # noqa: BLE001 - detection must never stop; the error is logged
                 log.exception("detection_failed")
             finally:
+                if self.on_processed is not None and done:
+                    try:
+                        self.on_processed(done)
+                    except Exception:  # noqa: BLE001
+                        log.exception("detection_ack_failed")
                 with self._cond:
                     self._busy = False
                     self._busy_points = 0

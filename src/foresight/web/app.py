@@ -16,7 +16,7 @@ from foresight.audit import endpoints as audit_endpoints
 from foresight.auth import endpoints as auth_endpoints
 from foresight.config import Settings, get_settings
 from foresight.detection import endpoints as detection_endpoints
-from foresight.detection.worker import DetectionWorker
+from foresight.detection.process import Detection, detection_from_settings
 from foresight.ingest import endpoints as ingest_endpoints
 from foresight.ingest.bus import InProcessBus
 from foresight.ingest.mqtt import MqttConfig, MqttSubscriber
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         log.info("startup", env=settings.env.value, database=db.engine.url.render_as_string())
         await live.start()  # before anything can produce events (NATS: subscribed first)
         if detection is not None:
-            detection.start()
+            await asyncio.to_thread(detection.start)  # child processes: ready before ingest
         if isinstance(bus, NatsBus):
             await bus.start()
         else:
@@ -106,7 +106,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             else:
                 bus.stop()
             if detection is not None:
-                detection.stop()  # after the writer: evaluates what it committed last
+                # After the writer: evaluates what it committed last.
+                await asyncio.to_thread(detection.stop)
             await live.stop()
             if owns_db:
                 db.dispose()
@@ -136,14 +137,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.alert_hooks.append(notifications_outbox.enqueue)
     # Detection runs where points are persisted: here in the embedded shape, in `foresight
     # worker` with NATS.
-    detection = None
+    detection: Detection | None = None
     if settings.detection_enabled and not settings.nats_url:
-        detection = DetectionWorker.from_settings(
+        detection = detection_from_settings(
             db,
             settings,
             hooks=app.state.alert_hooks,
-            listeners=app.state.alert_listeners,
-            anomaly_listeners=[live.anomaly_listener],
+            publish=live.publish,
             registry=app.state.metrics.registry,
         )
     app.state.detection = detection
