@@ -1,0 +1,1256 @@
+"""Training and scoring data from the platform's own store: one row per asset and prediction time.
+
+``build_dataset(db, tenant_id, config)`` reads only the store (1 h and 1 d rollups, sensors,
+maintenance records, alerts, anomaly scores) and returns a columnar ``FeatureFrame``.
+
+Rows
+    Training (``as_of=None``): prediction times t every ``step_h`` hours, aligned on the epoch
+    (UTC midnights for the default 24 h, so every asset shares the same calendar), for each
+    asset from its first data to its newest, keeping only times with data in the step before.
+    Scoring (``as_of="latest"``): one row per asset at that asset's newest reading, however old
+    (an asset whose history ended last year is scored on what it last reported). ``as_of`` may
+    also be a time (datetime or epoch ms): one row per asset with data before it.
+
+Base grid
+    The 1 h rollups: a bucket carries count, mean, m2 (sum of squared deviations), min, max and
+    last, and buckets merge exactly (Chan et al.), so a window's mean is count-weighted and its
+    std combines the buckets' m2. A sensor sampled slower than hourly just has fewer buckets.
+    Where the 1 h rollups of a day are gone (tenant retention keeps them 90 days by default,
+    daily rollups forever) the day's 1 d bucket stands in: a day uses its 1 h buckets when their
+    counts add up to the daily bucket's, else the daily bucket.
+
+No leakage: a bucket counts at t only once it is complete, i.e. its end ≤ t
+    Training times fall on hour boundaries, so a row at t uses exactly the points with ts < t.
+    Scoring as of the latest reading also uses the bucket holding that reading: nothing newer
+    exists, so the bucket holds only points ≤ t. A window of W hours holds the buckets that
+    became complete in (t - W, t] (a daily stand-in may reach up to a day before the window
+    when t is not a UTC midnight). Maintenance records, alerts and anomaly minutes count at
+    their own (event) time ≤ t; an anomaly minute counts once it is over. Appending or changing
+    anything after t leaves row t bit-identical (tests/prediction prove it): every figure is
+    a function of the buckets before t and of per-series constants fixed by the first data.
+
+Features (names are stable: ``{sensor}__{stat}__{window}h`` and asset-level names)
+    per sensor key, for each window: ``mean``, ``std`` (population), ``min``, ``max``,
+    ``slope`` (count-weighted least squares of bucket means against bucket centres, per hour),
+    and the change against the asset's own early-life baseline (the buckets of the first
+    ``baseline_h`` hours from the UTC midnight of its first data, after ``baseline_start_h``):
+    ``baseline_delta`` (window mean minus baseline mean), ``baseline_ratio`` (window mean over
+    baseline mean; NaN unless the baseline mean is positive) and ``baseline_z`` (the delta in
+    baseline standard deviations). Baseline features are NaN until the baseline period is over.
+    per sensor key: ``last`` (the newest value within the longest window) and ``ewma`` (the
+    exponentially weighted mean of the bucket means within the longest window, half-life
+    ``ewma_halflife_h``).
+    per asset: ``days_since_maintenance`` (any non-failure record) and ``days_since_failure``
+    (NaN if none), ``failure_count``, ``age_days`` (since ``install_date``, else the first
+    data's day), ``anomaly_minutes__{W}h`` (flagged anomaly minutes, any detector), alert
+    counts by severity ``alerts_{severity}__{W}h`` (alerts opened), ``asset_type``
+    (categorical code into ``FeatureFrame.categories``) and ``criticality`` (ordinal 0-3).
+    Sensors are matched across assets by key, so one model serves a fleet of one type; an asset
+    without a sensor gets NaN in its columns.
+
+Labels: see ``labels`` (failure time = ``started_at``, else ``ended_at``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from foresight.kit.db import Database
+from foresight.kit.time import as_utc
+from foresight.models import (
+    Alert,
+    AnomalyScore,
+    Asset,
+    Criticality,
+    MaintenanceKind,
+    MaintenanceRecord,
+    MaintenanceStatus,
+    Rollup,
+    Sensor,
+    SeriesLatest,
+    Severity,
+)
+from foresight.prediction import labels
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+B1 = npt.NDArray[np.bool_]
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+TIME_BITS = labels.TIME_BITS
+TIME_LIMIT = labels.TIME_LIMIT
+CRITICALITY_LEVELS = tuple(c.value for c in Criticality)  # low, medium, high, critical
+SEVERITIES = tuple(s.value for s in Severity)
+WINDOW_STATS = (
+    "mean", "std", "min", "max", "slope", "baseline_delta", "baseline_ratio", "baseline_z",
+)  # fmt: skip
+SENSOR_STATS = ("last", "ewma")
+# Series ids per statement when reading rollups (bounds the memory of one fetch, too).
+_IDS_PER_FETCH = 100
+_FETCH_ROWS = 200_000
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What to compute. Windows and steps are whole hours; the config is JSON-able."""
+
+    windows_h: tuple[int, ...] = (24, 168, 720)
+    step_h: int = 24  # between training prediction times
+    ewma_halflife_h: float = 24.0
+    baseline_start_h: float = 0.0  # baseline begins this long after the first data's midnight
+    baseline_h: float = 168.0  # and lasts this long (early life: the first 7 days)
+    anomaly_windows_h: tuple[int, ...] = (24, 168, 720)
+    alert_windows_h: tuple[int, ...] = (24, 168, 720)
+    sensor_keys: tuple[str, ...] | None = None  # None: every key the assets have
+
+    def __post_init__(self) -> None:
+        for name in ("windows_h", "anomaly_windows_h", "alert_windows_h"):
+            values = tuple(int(v) for v in getattr(self, name))
+            if not values or any(v <= 0 for v in values) or len(set(values)) != len(values):
+                raise ValueError(f"{name} must be distinct positive hours, got {values}")
+            object.__setattr__(self, name, tuple(sorted(values)))
+        if int(self.step_h) != self.step_h or self.step_h <= 0:
+            raise ValueError(f"step_h must be a positive whole number of hours: {self.step_h}")
+        if not (self.ewma_halflife_h > 0 and math.isfinite(self.ewma_halflife_h)):
+            raise ValueError("ewma_halflife_h must be positive")
+        if self.baseline_h <= 0 or self.baseline_start_h < 0:
+            raise ValueError("baseline_h must be positive and baseline_start_h not negative")
+        if self.sensor_keys is not None:
+            object.__setattr__(self, "sensor_keys", tuple(self.sensor_keys))
+
+    @property
+    def max_window_h(self) -> int:
+        return self.windows_h[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureConfig:
+        fields_ = dict(data)
+        for name in ("windows_h", "anomaly_windows_h", "alert_windows_h", "sensor_keys"):
+            if fields_.get(name) is not None:
+                fields_[name] = tuple(fields_[name])
+        return cls(**fields_)
+
+
+# --- feature specs and their phrasing ------------------------------------------------------------
+
+
+def _num(value: float) -> str:
+    """A figure as a person writes it: 3 significant digits, no exponent, no trailing zeros."""
+    if not math.isfinite(value):
+        return str(value)
+    a = abs(value)
+    if a >= 100:
+        return f"{value:,.0f}"
+    if a >= 10:
+        text = f"{value:.1f}"
+    elif a >= 1:
+        text = f"{value:.2f}"
+    elif a == 0:
+        return "0"
+    else:
+        text = f"{value:.{max(2, 2 - math.floor(math.log10(a)))}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return f"{_num(value)} {unit}" if unit else _num(value)
+
+
+def _window_label(hours: int) -> str:
+    """'24 h', '7-day', '30-day': the adjective form."""
+    if hours >= 48 and hours % 24 == 0:
+        return f"{hours // 24}-day"
+    return f"{hours} h"
+
+
+def _window_span(hours: int) -> str:
+    """'24 h', '7 days': the noun form."""
+    if hours >= 48 and hours % 24 == 0:
+        return f"{hours // 24} days"
+    return f"{hours} h"
+
+
+def _plural(n: float, word: str) -> str:
+    count = int(round(n))
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One column of a ``FeatureFrame``: what it is, and how to say it to an engineer."""
+
+    name: str
+    stat: str
+    sensor: str | None = None
+    window_h: int | None = None
+    unit: str = ""
+    categorical: bool = False
+    # The levels of a categorical or ordinal column (its values are indices into them).
+    levels: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["levels"] = list(self.levels)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
+        return cls(**{**data, "levels": tuple(data.get("levels", ()))})
+
+    def describe(self, value: float, contribution: float = 0.0) -> str:
+        """The value in a maintenance engineer's words, e.g. "vibration 24 h mean 38% above
+        this asset's baseline", "no maintenance for 212 days", "temperature rising 1.2 °C per
+        day over 7 days". ``contribution`` (the feature's push on the prediction, e.g. a SHAP
+        value) only matters where the value is missing, which then reads as "no data"; the
+        caller says whether it raises or lowers the risk."""
+        value = float(value)
+        missing = not math.isfinite(value)
+        if self.sensor is not None:
+            return self._describe_sensor(value, missing)
+        return self._describe_asset(value, missing, contribution)
+
+    def _describe_sensor(self, value: float, missing: bool) -> str:
+        sensor, unit, stat = self.sensor, self.unit, self.stat
+        window = self.window_h or 0
+        label = _window_label(window)
+        if missing:
+            span = f" in the last {_window_span(window)}" if window else ""
+            if stat.startswith("baseline_"):
+                return f"{sensor}: no baseline to compare with yet"
+            return f"{sensor}: no data{span}"
+        if stat == "last":
+            return f"{sensor} last reading {_with_unit(value, unit)}"
+        if stat == "ewma":
+            return f"{sensor} recent level (smoothed) {_with_unit(value, unit)}"
+        if stat == "mean":
+            return f"{sensor} {label} mean {_with_unit(value, unit)}"
+        if stat == "std":
+            return f"{sensor} {label} variability (std) {_with_unit(value, unit)}"
+        if stat == "min":
+            return f"{sensor} {label} minimum {_with_unit(value, unit)}"
+        if stat == "max":
+            return f"{sensor} {label} maximum {_with_unit(value, unit)}"
+        if stat == "slope":
+            per_day = window >= 48
+            rate = value * 24 if per_day else value
+            if rate == 0:
+                return f"{sensor} steady over {_window_span(window)}"
+            trend = "rising" if rate > 0 else "falling"
+            per = "per day" if per_day else "per hour"
+            return (
+                f"{sensor} {trend} {_with_unit(abs(rate), unit)} {per} over {_window_span(window)}"
+            )
+        if stat == "baseline_ratio":
+            pct = (value - 1.0) * 100.0
+            if abs(pct) < 0.5:
+                return f"{sensor} {label} mean at this asset's baseline"
+            side = "above" if pct > 0 else "below"
+            return f"{sensor} {label} mean {_num(abs(pct))}% {side} this asset's baseline"
+        if stat == "baseline_delta":
+            if value == 0:
+                return f"{sensor} {label} mean at this asset's baseline"
+            side = "above" if value > 0 else "below"
+            return (
+                f"{sensor} {label} mean {_with_unit(abs(value), unit)} {side} this asset's baseline"
+            )
+        if stat == "baseline_z":
+            side = "above" if value >= 0 else "below"
+            return (
+                f"{sensor} {label} mean {_num(abs(value))} standard deviations {side} "
+                "this asset's baseline"
+            )
+        return f"{sensor} {stat} {label} {_with_unit(value, unit)}"
+
+    def _describe_asset(self, value: float, missing: bool, contribution: float) -> str:
+        stat, window = self.stat, self.window_h or 0
+        if stat == "days_since_maintenance":
+            return (
+                "no maintenance on record"
+                if missing
+                else f"no maintenance for {_plural(value, 'day')}"
+            )
+        if stat == "days_since_failure":
+            return (
+                "no failure on record" if missing else f"last failure {_plural(value, 'day')} ago"
+            )
+        if stat == "failure_count":
+            return "no earlier failures" if value == 0 else f"{_plural(value, 'earlier failure')}"
+        if stat == "age_days":
+            return "age unknown" if missing else f"in service for {_plural(value, 'day')}"
+        if stat == "anomaly_minutes":
+            span = _window_span(window)
+            if missing or value == 0:
+                return f"no anomalies in the last {span}"
+            return f"{_plural(value, 'anomalous minute')} in the last {span}"
+        if stat.startswith("alerts_"):
+            severity, span = stat.removeprefix("alerts_"), _window_span(window)
+            if missing or value == 0:
+                return f"no {severity} alerts in the last {span}"
+            return f"{_plural(value, severity + ' alert')} in the last {span}"
+        if self.levels:
+            what = stat.replace("_", " ")
+            if missing or not 0 <= value < len(self.levels):
+                return f"{what} unknown"
+            return f"{what} {self.levels[int(value)]}"
+        if missing:
+            return f"{stat.replace('_', ' ')}: no data"
+        return f"{stat.replace('_', ' ')} {_num(value)}"
+
+
+def sensor_feature_name(sensor: str, stat: str, window_h: int | None) -> str:
+    return f"{sensor}__{stat}" if window_h is None else f"{sensor}__{stat}__{window_h}h"
+
+
+# --- the frame ---------------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureFrame:
+    """Rows of (asset, prediction time): features ``X`` (one column per spec) and labels."""
+
+    asset_id: npt.NDArray[np.str_]
+    as_of_ms: I64
+    X: F64
+    specs: list[FeatureSpec]
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    ttf_days: F64 = field(default_factory=lambda: np.empty(0))
+    observed_days: F64 = field(default_factory=lambda: np.empty(0))
+
+    def __post_init__(self) -> None:
+        n = self.as_of_ms.shape[0]
+        if n and not self.ttf_days.shape[0]:
+            self.ttf_days = np.full(n, np.nan)
+        if n and not self.observed_days.shape[0]:
+            self.observed_days = np.full(n, np.nan)
+        if self.X.shape != (n, len(self.specs)):
+            raise ValueError(f"X is {self.X.shape}, expected ({n}, {len(self.specs)})")
+        if not (
+            self.asset_id.shape[0] == self.ttf_days.shape[0] == self.observed_days.shape[0] == n
+        ):
+            raise ValueError("row arrays differ in length")
+
+    def __len__(self) -> int:
+        return int(self.as_of_ms.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    @property
+    def censored(self) -> B1:
+        """Rows with no failure after them in the stored history (``ttf_days`` is NaN)."""
+        return np.isnan(self.ttf_days)
+
+    def index(self, name: str) -> int:
+        for i, spec in enumerate(self.specs):
+            if spec.name == name:
+                return i
+        raise KeyError(name)
+
+    def column(self, name: str) -> F64:
+        return self.X[:, self.index(name)]
+
+    def spec(self, name: str) -> FeatureSpec:
+        return self.specs[self.index(name)]
+
+    def fails_within(self, horizon_days: float) -> F64:
+        """1/0 label "fails within the horizon", NaN where censored before it."""
+        return labels.fails_within(self.ttf_days, self.observed_days, horizon_days)
+
+    def filter(self, mask: npt.ArrayLike) -> FeatureFrame:
+        """The rows where ``mask`` (booleans, or row indices) selects."""
+        m = np.asarray(mask)
+        return replace(
+            self,
+            asset_id=self.asset_id[m],
+            as_of_ms=self.as_of_ms[m],
+            X=self.X[m],
+            ttf_days=self.ttf_days[m],
+            observed_days=self.observed_days[m],
+        )
+
+    def conform(
+        self, specs: Sequence[FeatureSpec], categories: Mapping[str, Sequence[str]] | None = None
+    ) -> FeatureFrame:
+        """These columns in this order (absent ones NaN), categorical codes re-mapped onto
+        ``categories`` (unknown levels NaN): what scoring does to match a trained model."""
+        categories = dict(categories or {})
+        for spec in specs:
+            if spec.categorical and spec.name not in categories:
+                categories[spec.name] = list(spec.levels)
+        X = np.full((len(self), len(specs)), np.nan)
+        mine = {s.name: i for i, s in enumerate(self.specs)}
+        out_specs: list[FeatureSpec] = []
+        for j, spec in enumerate(specs):
+            i = mine.get(spec.name)
+            if i is not None:
+                column = self.X[:, i]
+                if spec.categorical:
+                    column = _recode(
+                        column, self.categories.get(spec.name, []), categories[spec.name]
+                    )
+                X[:, j] = column
+            out_specs.append(
+                replace(spec, levels=tuple(categories[spec.name])) if spec.categorical else spec
+            )
+        cats = {s.name: list(categories[s.name]) for s in out_specs if s.categorical}
+        return replace(self, X=X, specs=out_specs, categories=cats)
+
+    @classmethod
+    def concat(cls, frames: Sequence[FeatureFrame]) -> FeatureFrame:
+        """Rows of several frames; columns and categories follow the first (others conform)."""
+        if not frames:
+            raise ValueError("nothing to concatenate")
+        first = frames[0]
+        parts = [first] + [f.conform(first.specs, first.categories) for f in frames[1:]]
+        return cls(
+            asset_id=np.concatenate([p.asset_id for p in parts]),
+            as_of_ms=np.concatenate([p.as_of_ms for p in parts]),
+            X=np.concatenate([p.X for p in parts]),
+            specs=list(first.specs),
+            categories={k: list(v) for k, v in first.categories.items()},
+            ttf_days=np.concatenate([p.ttf_days for p in parts]),
+            observed_days=np.concatenate([p.observed_days for p in parts]),
+        )
+
+    # Serialisation: plain arrays plus JSON metadata (no pickle).
+
+    def meta(self) -> dict[str, Any]:
+        return {"specs": [s.to_dict() for s in self.specs], "categories": self.categories}
+
+    def to_arrays(self) -> dict[str, npt.NDArray[Any]]:
+        return {
+            "asset_id": self.asset_id.astype(np.str_),
+            "as_of_ms": self.as_of_ms,
+            "X": self.X,
+            "ttf_days": self.ttf_days,
+            "observed_days": self.observed_days,
+            "meta": np.array(json.dumps(self.meta())),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, npt.NDArray[Any]]) -> FeatureFrame:
+        meta = json.loads(str(arrays["meta"]))
+        return cls(
+            asset_id=np.asarray(arrays["asset_id"]).astype(np.str_),
+            as_of_ms=np.asarray(arrays["as_of_ms"], dtype=np.int64),
+            X=np.asarray(arrays["X"], dtype=np.float64),
+            specs=[FeatureSpec.from_dict(s) for s in meta["specs"]],
+            categories={k: list(v) for k, v in meta["categories"].items()},
+            ttf_days=np.asarray(arrays["ttf_days"], dtype=np.float64),
+            observed_days=np.asarray(arrays["observed_days"], dtype=np.float64),
+        )
+
+    def save(self, path: str | Path) -> None:
+        """One ``.npz`` file (loadable without pickle)."""
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **self.to_arrays())  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureFrame:
+        with np.load(path, allow_pickle=False) as data:
+            return cls.from_arrays({k: data[k] for k in data.files})
+
+
+def _recode(column: F64, have: Sequence[str], want: Sequence[str]) -> F64:
+    lookup = {level: float(i) for i, level in enumerate(want)}
+    table = np.array([lookup.get(level, np.nan) for level in have] + [np.nan])
+    codes = np.where(np.isfinite(column), column, len(have)).astype(np.int64)
+    codes = np.where((codes >= 0) & (codes < len(have)), codes, len(have))
+    return table[codes]
+
+
+# --- reading the store ---------------------------------------------------------------------
+
+
+@dataclass
+class _Fleet:
+    asset_ids: list[uuid.UUID]
+    types: list[str]
+    criticality: list[str]
+    install_ms: list[int | None]
+    keys: list[str]
+    units: list[str]
+    # One entry per series (sensor) read, in ``series_id`` order.
+    series_id: I64
+    series_asset: I64
+    series_key: I64
+
+
+@dataclass
+class _Buckets:
+    """Rollup buckets of several series, sorted by (series index, start)."""
+
+    sidx: I64  # index into _Fleet.series_*
+    start: I64
+    end: I64
+    count: F64
+    mean: F64
+    m2: F64
+    min: F64
+    max: F64
+    last: F64
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+    def take(self, index: npt.NDArray[Any]) -> _Buckets:
+        return _Buckets(*(getattr(self, f)[index] for f in _BUCKET_FIELDS))
+
+    @classmethod
+    def concat(cls, parts: Sequence[_Buckets]) -> _Buckets:
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BUCKET_FIELDS))
+
+
+_BUCKET_FIELDS = ("sidx", "start", "end", "count", "mean", "m2", "min", "max", "last")
+
+
+def _empty_buckets() -> _Buckets:
+    i, f = np.empty(0, np.int64), np.empty(0, np.float64)
+    return _Buckets(i, i, i, f, f, f, f, f, f)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _load_fleet(
+    session: Session,
+    tenant_id: uuid.UUID,
+    asset_ids: Sequence[uuid.UUID] | None,
+    sensor_keys: Sequence[str] | None,
+) -> _Fleet:
+    asset_rows: list[Any] = []
+    sensor_rows: list[Any] = []
+    asset_stmt = select(Asset.id, Asset.tag, Asset.type, Asset.criticality, Asset.install_date)
+    asset_stmt = asset_stmt.where(Asset.tenant_id == tenant_id)
+    sensor_stmt = select(Sensor.asset_id, Sensor.key, Sensor.unit, Sensor.series_id)
+    sensor_stmt = sensor_stmt.where(Sensor.tenant_id == tenant_id)
+    if sensor_keys is not None:
+        sensor_stmt = sensor_stmt.where(Sensor.key.in_(list(sensor_keys)))
+    if asset_ids is None:
+        asset_rows = list(session.execute(asset_stmt))
+        sensor_rows = list(session.execute(sensor_stmt))
+    else:
+        for chunk in _chunks(list(dict.fromkeys(asset_ids)), 500):
+            asset_rows += session.execute(asset_stmt.where(Asset.id.in_(chunk))).all()
+            sensor_rows += session.execute(sensor_stmt.where(Sensor.asset_id.in_(chunk))).all()
+    asset_rows.sort(key=lambda r: (r.tag, str(r.id)))
+    index = {row.id: i for i, row in enumerate(asset_rows)}
+    keys = (
+        list(sensor_keys)
+        if sensor_keys is not None
+        else sorted({r.key for r in sensor_rows if r.asset_id in index})
+    )
+    key_index = {k: i for i, k in enumerate(keys)}
+    units: list[Counter[str]] = [Counter() for _ in keys]
+    series = sorted(
+        (int(r.series_id), index[r.asset_id], key_index[r.key])
+        for r in sensor_rows
+        if r.asset_id in index and r.key in key_index
+    )
+    for r in sensor_rows:
+        if r.asset_id in index and r.key in key_index and r.unit:
+            units[key_index[r.key]][r.unit] += 1
+    columns = np.array(series, dtype=np.int64).reshape(-1, 3)
+    return _Fleet(
+        asset_ids=[row.id for row in asset_rows],
+        types=[row.type or "" for row in asset_rows],
+        criticality=[str(row.criticality) for row in asset_rows],
+        install_ms=[_date_ms(row.install_date) for row in asset_rows],
+        keys=keys,
+        units=[c.most_common(1)[0][0] if c else "" for c in units],
+        series_id=columns[:, 0].copy(),
+        series_asset=columns[:, 1].copy(),
+        series_key=columns[:, 2].copy(),
+    )
+
+
+def _date_ms(value: date | None) -> int | None:
+    if value is None:
+        return None
+    return int(datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _dt_ms(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    delta = as_utc(value) - datetime(1970, 1, 1, tzinfo=UTC)
+    return delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
+
+
+_ROLLUP_COLUMNS = "series_id, bucket_ms, count, mean, m2, min, max, last"
+# Binary COPY rows of (int8, int8, int8, float8 × 5): a field count, then length + value each.
+_COPY_DTYPE = np.dtype(
+    [("n", ">i2")]
+    + [
+        item
+        for i, kind in enumerate(("i8", "i8", "i8", "f8", "f8", "f8", "f8", "f8"))
+        for item in ((f"l{i}", ">i4"), (f"c{i}", ">" + kind))
+    ]
+)
+_COPY_HEADER_BYTES = 19
+
+
+def _rollup_sql(
+    resolution_s: int, ids: Sequence[int], ranges: Sequence[tuple[int, int, int]] | None
+) -> str:
+    """Integers only are inlined (COPY takes no parameters); they come from our own queries."""
+    if ranges is None:
+        id_list = ", ".join(str(int(i)) for i in ids)
+        return (
+            f"SELECT {_ROLLUP_COLUMNS} FROM readings_rollup"
+            f" WHERE resolution_s = {int(resolution_s)} AND series_id IN ({id_list})"
+            " ORDER BY series_id, bucket_ms"
+        )
+    values = ", ".join(f"({int(s)}, {int(lo)}, {int(hi)})" for s, lo, hi in ranges)
+    cols = ", ".join(f"r.{c.strip()}" for c in _ROLLUP_COLUMNS.split(","))
+    return (
+        f"WITH q (sid, lo, hi) AS (VALUES {values}) SELECT {cols} FROM q JOIN readings_rollup r"
+        f" ON r.series_id = q.sid AND r.resolution_s = {int(resolution_s)}"
+        " AND r.bucket_ms >= q.lo AND r.bucket_ms < q.hi ORDER BY r.series_id, r.bucket_ms"
+    )
+
+
+def _fetch_rollups(
+    session: Session,
+    fleet: _Fleet,
+    resolution_s: int,
+    ranges: dict[int, list[tuple[int, int]]] | None,
+) -> _Buckets:
+    """The buckets of every series of the fleet (``ranges``: only bucket_ms in [lo, hi))."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    raw: Any = session.connection().connection.dbapi_connection
+    ids = fleet.series_id.tolist()
+    if ranges is not None:
+        ids = [i for i in ids if ranges.get(i)]
+    parts: list[npt.NDArray[Any]] = []
+    for chunk in _chunks(ids, _IDS_PER_FETCH):
+        spans = None if ranges is None else [(s, lo, hi) for s in chunk for lo, hi in ranges[s]]
+        sql = _rollup_sql(resolution_s, chunk, spans)
+        if postgres:
+            parts.append(_copy_rows(raw, sql))
+        else:
+            parts.extend(_sqlite_rows(raw, sql))
+    if not parts:
+        return _empty_buckets()
+    rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    sid = rows[:, 0].astype(np.int64)
+    start = rows[:, 1].astype(np.int64)
+    sidx = np.searchsorted(fleet.series_id, sid)
+    return _Buckets(
+        sidx=sidx.astype(np.int64),
+        start=start,
+        end=start + resolution_s * 1000,
+        count=rows[:, 2].copy(),
+        mean=rows[:, 3].copy(),
+        m2=rows[:, 4].copy(),
+        min=rows[:, 5].copy(),
+        max=rows[:, 6].copy(),
+        last=rows[:, 7].copy(),
+    )
+
+
+def _sqlite_rows(raw: Any, sql: str) -> list[F64]:
+    cursor = raw.cursor()
+    out: list[F64] = []
+    try:
+        cursor.execute(sql)
+        while rows := cursor.fetchmany(_FETCH_ROWS):
+            out.append(np.array(rows, dtype=np.float64))
+    finally:
+        cursor.close()
+    return out
+
+
+def _copy_rows(raw: Any, sql: str) -> F64:
+    buffer = bytearray()
+    with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)") as copy:
+        for data in copy:
+            buffer += data
+    n = (len(buffer) - _COPY_HEADER_BYTES - 2) // _COPY_DTYPE.itemsize
+    records = np.frombuffer(buffer, dtype=_COPY_DTYPE, count=n, offset=_COPY_HEADER_BYTES)
+    out = np.empty((n, 8), dtype=np.float64)
+    for i in range(8):
+        out[:, i] = records[f"c{i}"]
+    return out
+
+
+def _merge_resolutions(hourly: _Buckets, daily: _Buckets) -> _Buckets:
+    """1 h buckets where they hold all of their day's points, else the day's 1 d bucket."""
+    if not len(daily):
+        return hourly
+    h_key = (hourly.sidx << 20) + hourly.start // DAY_MS
+    d_key = (daily.sidx << 20) + daily.start // DAY_MS
+    if len(hourly):
+        starts = np.flatnonzero(np.r_[True, h_key[1:] != h_key[:-1]])
+        u_key = h_key[starts]
+        u_count = np.add.reduceat(hourly.count, starts)
+    else:
+        u_key, u_count = np.empty(0, np.int64), np.empty(0)
+    pos = np.searchsorted(u_key, d_key)
+    safe = np.minimum(pos, max(len(u_key) - 1, 0))
+    covered = (
+        (pos < len(u_key)) & (u_key[safe] == d_key) & (u_count[safe] == daily.count)
+        if len(u_key)
+        else np.zeros(len(daily), dtype=bool)
+    )
+    keep_daily = ~covered
+    # Drop the hourly buckets of days a daily bucket stands in for.
+    drop_keys = d_key[keep_daily]
+    hp = np.searchsorted(drop_keys, h_key)
+    hs = np.minimum(hp, max(len(drop_keys) - 1, 0))
+    dropped = (hp < len(drop_keys)) & (drop_keys[hs] == h_key) if len(drop_keys) else None
+    parts = [hourly if dropped is None else hourly.take(~dropped), daily.take(keep_daily)]
+    merged = _Buckets.concat(parts)
+    order = np.lexsort((merged.start, merged.sidx))
+    return merged.take(order)
+
+
+def _ensure_sorted(b: _Buckets) -> _Buckets:
+    if len(b) > 1:
+        key = (b.sidx << TIME_BITS) + b.start
+        if np.any(key[1:] < key[:-1]):
+            return b.take(np.argsort(key, kind="stable"))
+    return b
+
+
+# --- computing ---------------------------------------------------------------------------------
+
+
+def _seg(reducer: np.ufunc, values: F64, lo: I64, hi: I64) -> F64:
+    """``reducer`` over values[lo:hi] for every pair (lo ≤ hi; empty segments give junk: mask
+    them). Pairs sorted by lo keep the skipped stretches between them short."""
+    if not lo.shape[0]:
+        return np.empty(0)
+    padded = np.append(values, 0.0)
+    idx = np.empty(2 * lo.shape[0], dtype=np.int64)
+    idx[0::2] = lo
+    idx[1::2] = hi
+    return np.asarray(reducer.reduceat(padded, idx)[0::2], dtype=np.float64)
+
+
+@dataclass
+class _SeriesArrays:
+    """Per-bucket quantities on the merged buckets, plus per-series constants."""
+
+    key: I64  # (sidx << 43) + avail: where each bucket counts
+    tau_h: F64  # bucket centre, hours from the series' first bucket centre
+    n: F64
+    x: F64  # bucket mean minus the series' first bucket mean (fewer cancellations)
+    nx: F64
+    q: F64  # m2 + n x²
+    nt: F64
+    ntt: F64
+    ntx: F64
+    ones: F64
+    min: F64
+    max: F64
+    last: F64
+    ewma_num: F64
+    ewma_den: F64
+    shift: F64  # per series index: the first bucket mean (NaN where no bucket)
+    first: I64  # per series index: index of its first bucket (== next's when none)
+
+
+def _series_arrays(b: _Buckets, n_series: int, avail: I64, halflife_h: float) -> _SeriesArrays:
+    first = np.searchsorted(b.sidx, np.arange(n_series + 1)).astype(np.int64)
+    has = first[1:] > first[:-1]
+    shift = np.full(n_series, np.nan)
+    origin = np.zeros(n_series)
+    head = first[:-1][has]
+    centre_ms = (b.start + avail) / 2.0
+    shift[has] = b.mean[head]
+    origin[has] = centre_ms[head]
+    sidx = b.sidx
+    x = b.mean - shift[sidx]
+    tau = (centre_ms - origin[sidx]) / HOUR_MS
+    n = b.count
+    num, den = _ewma_states(tau, x, first, halflife_h)
+    return _SeriesArrays(
+        key=(sidx << TIME_BITS) + avail,
+        tau_h=tau,
+        n=n,
+        x=x,
+        nx=n * x,
+        q=b.m2 + n * x * x,
+        nt=n * tau,
+        ntt=n * tau * tau,
+        ntx=n * tau * x,
+        ones=np.ones(len(b)),
+        min=b.min,
+        max=b.max,
+        last=b.last,
+        ewma_num=num,
+        ewma_den=den,
+        shift=shift,
+        first=first,
+    )
+
+
+def _ewma_states(tau_h: F64, x: F64, first: I64, halflife_h: float) -> tuple[F64, F64]:
+    """Running sums num_k = Σ_{j≤k} x_j 2^(-(τ_k-τ_j)/h) and den_k (the same with 1), per series.
+
+    Closed form within chunks of at most 500 half-lives (so 2^e stays finite), each chunk
+    starting from the previous one's decayed state; cumulative sums are sequential, so a value
+    depends only on the buckets up to it.
+    """
+    num = np.empty_like(x)
+    den = np.empty_like(x)
+    span = 500.0 * halflife_h
+    for s in range(first.shape[0] - 1):
+        a, b = int(first[s]), int(first[s + 1])
+        carry_num = carry_den = 0.0
+        carry_tau = 0.0
+        start = a
+        while start < b:
+            t0 = tau_h[start]
+            end = max(start + 1, int(np.searchsorted(tau_h[start:b], t0 + span)) + start)
+            e = (tau_h[start:end] - t0) / halflife_h
+            w = np.exp2(e)
+            decay = 2.0 ** (-(t0 - carry_tau) / halflife_h)
+            num[start:end] = (np.cumsum(x[start:end] * w) + carry_num * decay) / w
+            den[start:end] = (np.cumsum(w) + carry_den * decay) / w
+            carry_num, carry_den, carry_tau = num[end - 1], den[end - 1], tau_h[end - 1]
+            start = end
+    return num, den
+
+
+def _pair_key(s: I64, t: I64) -> I64:
+    return (s << TIME_BITS) + np.clip(t, -1, TIME_LIMIT - 1)
+
+
+def _sensor_features(
+    fleet: _Fleet,
+    buckets: _Buckets,
+    avail: I64,
+    rows_asset: I64,
+    rows_t: I64,
+    origin_ms: I64,
+    config: FeatureConfig,
+    X: F64,
+    column_of: dict[tuple[int, str, int | None], int],
+) -> None:
+    """Fill the sensor columns of X (rows × columns, NaN-initialised) in place."""
+    n_series = fleet.series_id.shape[0]
+    if not n_series or not rows_t.shape[0]:
+        return
+    arr = _series_arrays(buckets, n_series, avail, config.ewma_halflife_h)
+    # The series of each (asset, key), -1 where the asset lacks the sensor.
+    of = np.full((len(fleet.asset_ids), len(fleet.keys)), -1, dtype=np.int64)
+    of[fleet.series_asset, fleet.series_key] = np.arange(n_series)
+    pair_s = of[rows_asset].ravel()
+    pair_row = np.repeat(np.arange(rows_t.shape[0]), len(fleet.keys))
+    pair_col = np.tile(np.arange(len(fleet.keys)), rows_t.shape[0])
+    valid = pair_s >= 0
+    pair_s, pair_row, pair_col = pair_s[valid], pair_row[valid], pair_col[valid]
+    pair_t = rows_t[pair_row]
+    order = np.lexsort((pair_t, pair_s))
+    pair_s, pair_row, pair_col, pair_t = (
+        pair_s[order],
+        pair_row[order],
+        pair_col[order],
+        pair_t[order],
+    )
+
+    hi = np.searchsorted(arr.key, _pair_key(pair_s, pair_t), side="right")
+    # Baseline: the buckets complete in (origin + start, origin + start + length], per series.
+    base_lo_t = origin_ms + int(config.baseline_start_h * HOUR_MS)
+    base_hi_t = base_lo_t + int(config.baseline_h * HOUR_MS)
+    s_all = np.arange(n_series, dtype=np.int64)
+    s_asset = fleet.series_asset
+    b_lo = np.searchsorted(arr.key, _pair_key(s_all, base_lo_t[s_asset]), side="right")
+    b_hi = np.searchsorted(arr.key, _pair_key(s_all, base_hi_t[s_asset]), side="right")
+    bn = _seg(np.add, arr.n, b_lo, b_hi)
+    b_mean_x = _seg(np.add, arr.nx, b_lo, b_hi) / np.where(bn > 0, bn, np.nan)
+    b_q = _seg(np.add, arr.q, b_lo, b_hi)
+    b_var = np.maximum(b_q - bn * b_mean_x * b_mean_x, 0.0) / np.where(bn > 0, bn, np.nan)
+    b_mean = b_mean_x + arr.shift
+    b_std = np.sqrt(b_var)
+    baseline_ready = pair_t >= base_hi_t[s_asset[pair_s]]
+    pb_mean = np.where(baseline_ready, b_mean[pair_s], np.nan)
+    pb_mean_x = np.where(baseline_ready, b_mean_x[pair_s], np.nan)
+    pb_std = np.where(baseline_ready, b_std[pair_s], np.nan)
+    tiny = 1e-9 * np.maximum(1.0, np.abs(pb_mean))
+
+    def put(stat: str, window: int | None, values: F64) -> None:
+        cols = np.array([column_of[(k, stat, window)] for k in range(len(fleet.keys))])
+        X[pair_row, cols[pair_col]] = values
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for window in config.windows_h:
+            lo = np.searchsorted(
+                arr.key, _pair_key(pair_s, pair_t - window * HOUR_MS), side="right"
+            )
+            n = _seg(np.add, arr.n, lo, hi)
+            empty = n <= 0
+            nz = np.where(empty, np.nan, n)
+            sx = _seg(np.add, arr.nx, lo, hi)
+            mean_x = sx / nz
+            var = np.maximum(_seg(np.add, arr.q, lo, hi) - n * mean_x * mean_x, 0.0) / nz
+            mean = mean_x + arr.shift[pair_s]
+            put("mean", window, mean)
+            put("std", window, np.sqrt(var))
+            put("min", window, np.where(empty, np.nan, _seg(np.minimum, arr.min, lo, hi)))
+            put("max", window, np.where(empty, np.nan, _seg(np.maximum, arr.max, lo, hi)))
+            st = _seg(np.add, arr.nt, lo, hi)
+            t_var = _seg(np.add, arr.ntt, lo, hi) - st * st / nz
+            cov = _seg(np.add, arr.ntx, lo, hi) - st * sx / nz
+            buckets_in = hi - lo
+            spread = (buckets_in >= 2) & (t_var > 1e-9 * nz)
+            put("slope", window, np.where(spread, cov / np.where(spread, t_var, 1.0), np.nan))
+            delta = mean_x - pb_mean_x
+            put("baseline_delta", window, delta)
+            ratio_ok = pb_mean > tiny
+            put(
+                "baseline_ratio",
+                window,
+                np.where(ratio_ok, mean / np.where(ratio_ok, pb_mean, 1.0), np.nan),
+            )
+            z_ok = pb_std > tiny
+            put("baseline_z", window, np.where(z_ok, delta / np.where(z_ok, pb_std, 1.0), np.nan))
+        # Sensor-level: over the longest window.
+        window = config.max_window_h
+        lo = np.searchsorted(arr.key, _pair_key(pair_s, pair_t - window * HOUR_MS), side="right")
+        has = hi > lo
+        k_t = np.maximum(hi - 1, 0)
+        put("last", None, np.where(has, arr.last[k_t] if len(arr.last) else np.nan, np.nan))
+        if len(arr.last):
+            k_s = lo - 1
+            before = (k_s >= arr.first[pair_s]) & has
+            k_s = np.where(before, k_s, k_t)
+            decay = np.where(
+                before, np.exp2(-(arr.tau_h[k_t] - arr.tau_h[k_s]) / config.ewma_halflife_h), 0.0
+            )
+            num = arr.ewma_num[k_t] - decay * arr.ewma_num[k_s]
+            den = arr.ewma_den[k_t] - decay * arr.ewma_den[k_s]
+            ok = has & (den > 0)
+            put(
+                "ewma", None, np.where(ok, num / np.where(ok, den, 1.0) + arr.shift[pair_s], np.nan)
+            )
+
+
+# --- asset-level events --------------------------------------------------------------------
+
+
+@dataclass
+class _Events:
+    maintenance: I64
+    failures: I64
+    anomalies: I64
+    alerts: dict[str, I64]
+
+
+def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet) -> _Events:
+    index = {a: i for i, a in enumerate(fleet.asset_ids)}
+    maint_a: list[int] = []
+    maint_t: list[int] = []
+    fail_a: list[int] = []
+    fail_t: list[int] = []
+    anom_a: list[int] = []
+    anom_t: list[int] = []
+    alert_at: dict[str, tuple[list[int], list[int]]] = {s: ([], []) for s in SEVERITIES}
+    for chunk in _chunks(fleet.asset_ids, 500):
+        records = session.execute(
+            select(
+                MaintenanceRecord.asset_id,
+                MaintenanceRecord.kind,
+                MaintenanceRecord.started_at,
+                MaintenanceRecord.ended_at,
+            ).where(
+                MaintenanceRecord.tenant_id == tenant_id,
+                MaintenanceRecord.asset_id.in_(chunk),
+                MaintenanceRecord.status.not_in(
+                    [MaintenanceStatus.cancelled, MaintenanceStatus.scheduled]
+                ),
+            )
+        )
+        for asset_id, kind, started_at, ended_at in records:
+            at = _dt_ms(started_at if started_at is not None else ended_at)
+            if at is None:
+                continue
+            if kind == MaintenanceKind.failure:
+                fail_a.append(index[asset_id])
+                fail_t.append(at)
+            else:
+                maint_a.append(index[asset_id])
+                maint_t.append(at)
+        minutes = session.execute(
+            select(AnomalyScore.asset_id, AnomalyScore.minute_ms)
+            .where(
+                AnomalyScore.tenant_id == tenant_id,
+                AnomalyScore.asset_id.in_(chunk),
+                AnomalyScore.flag.is_(True),
+            )
+            .distinct()
+        )
+        for asset_id, minute_ms in minutes:
+            anom_a.append(index[asset_id])
+            anom_t.append(int(minute_ms) + 60_000)  # counts once the minute is over
+        alerts = session.execute(
+            select(Alert.asset_id, Alert.severity, Alert.triggered_at).where(
+                Alert.tenant_id == tenant_id, Alert.asset_id.in_(chunk)
+            )
+        )
+        for asset_id, severity, triggered_at in alerts:
+            a_list, t_list = alert_at[str(severity)]
+            a_list.append(index[asset_id])
+            t_list.append(_dt_ms(triggered_at) or 0)
+    return _Events(
+        maintenance=labels.event_keys(maint_a, maint_t),
+        failures=labels.event_keys(fail_a, fail_t),
+        anomalies=labels.event_keys(anom_a, anom_t),
+        alerts={s: labels.event_keys(a, t) for s, (a, t) in alert_at.items()},
+    )
+
+
+# --- the dataset ---------------------------------------------------------------------------
+
+
+AsOf = Literal["latest"] | datetime | int | None
+
+
+def feature_specs(
+    keys: Sequence[str], units: Sequence[str], config: FeatureConfig, types: Sequence[str] = ()
+) -> list[FeatureSpec]:
+    """The columns, in order, for these sensor keys (and asset-type levels)."""
+    specs: list[FeatureSpec] = []
+    for key, unit in zip(keys, units, strict=True):
+        for stat in SENSOR_STATS:
+            specs.append(FeatureSpec(sensor_feature_name(key, stat, None), stat, key, None, unit))
+        for window in config.windows_h:
+            for stat in WINDOW_STATS:
+                u = "" if stat in ("baseline_ratio", "baseline_z") else unit
+                specs.append(
+                    FeatureSpec(sensor_feature_name(key, stat, window), stat, key, window, u)
+                )
+    specs += [
+        FeatureSpec("days_since_maintenance", "days_since_maintenance", unit="days"),
+        FeatureSpec("days_since_failure", "days_since_failure", unit="days"),
+        FeatureSpec("failure_count", "failure_count"),
+        FeatureSpec("age_days", "age_days", unit="days"),
+    ]
+    for window in config.anomaly_windows_h:
+        specs.append(FeatureSpec(f"anomaly_minutes__{window}h", "anomaly_minutes", window_h=window))
+    for window in config.alert_windows_h:
+        for severity in SEVERITIES:
+            specs.append(
+                FeatureSpec(f"alerts_{severity}__{window}h", f"alerts_{severity}", window_h=window)
+            )
+    specs.append(FeatureSpec("asset_type", "asset_type", categorical=True, levels=tuple(types)))
+    specs.append(FeatureSpec("criticality", "criticality", levels=CRITICALITY_LEVELS))
+    return specs
+
+
+def _as_of_ms(as_of: AsOf) -> int | None:
+    if as_of is None or as_of == "latest":
+        return None
+    if isinstance(as_of, datetime):
+        ms = _dt_ms(as_of)
+        assert ms is not None
+        return ms
+    if isinstance(as_of, int):
+        return as_of
+    raise ValueError(f"as_of must be None, 'latest', a datetime or epoch ms: {as_of!r}")
+
+
+def _latest_ms(session: Session, fleet: _Fleet) -> I64:
+    """Each asset's newest reading time (-1 when it has none)."""
+    latest = np.full(len(fleet.asset_ids), -1, dtype=np.int64)
+    ids = fleet.series_id.tolist()
+    for chunk in _chunks(ids, 500):
+        rows = session.execute(
+            select(SeriesLatest.series_id, SeriesLatest.ts_ms).where(
+                SeriesLatest.series_id.in_(chunk)
+            )
+        ).all()
+        if rows:
+            sid = np.array([r[0] for r in rows], dtype=np.int64)
+            ts = np.array([r[1] for r in rows], dtype=np.int64)
+            asset = fleet.series_asset[np.searchsorted(fleet.series_id, sid)]
+            np.maximum.at(latest, asset, ts)
+    return latest
+
+
+def _origins(session: Session, fleet: _Fleet) -> I64:
+    """Each asset's first data day (UTC midnight, ms; -1 when none), from the rollups' minima."""
+    origin = np.full(len(fleet.asset_ids), TIME_LIMIT - 1, dtype=np.int64)
+    raw_rows: list[tuple[int, int]] = []
+    for resolution in (86400, 3600):
+        for chunk in _chunks(fleet.series_id.tolist(), 500):
+            raw_rows += [
+                (int(s), int(m))
+                for s, m in session.execute(
+                    select(Rollup.series_id, func.min(Rollup.bucket_ms))
+                    .where(Rollup.resolution_s == resolution, Rollup.series_id.in_(chunk))
+                    .group_by(Rollup.series_id)
+                )
+                if m is not None
+            ]
+    if raw_rows:
+        sid = np.array([r[0] for r in raw_rows], dtype=np.int64)
+        first = np.array([r[1] for r in raw_rows], dtype=np.int64)
+        asset = fleet.series_asset[np.searchsorted(fleet.series_id, sid)]
+        np.minimum.at(origin, asset, first - first % DAY_MS)
+    return np.where(origin == TIME_LIMIT - 1, -1, origin)
+
+
+def _scoring_ranges(
+    fleet: _Fleet, t_asset: I64, origin: I64, config: FeatureConfig
+) -> dict[int, list[tuple[int, int]]]:
+    """Per series: the baseline days and the days of the longest window before t (merged)."""
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    base_end = int((config.baseline_start_h + config.baseline_h) * HOUR_MS)
+    window = config.max_window_h * HOUR_MS
+    for sid, a in zip(fleet.series_id.tolist(), fleet.series_asset.tolist(), strict=True):
+        t, o = int(t_asset[a]), int(origin[a])
+        if t < 0 or o < 0:
+            continue
+        # Whole days, so that a day's 1 h and 1 d buckets are compared on the same points.
+        recent_lo = max(0, t - window) // DAY_MS * DAY_MS - DAY_MS
+        recent_hi = (t // DAY_MS + 1) * DAY_MS
+        base_hi = -(-(o + base_end) // DAY_MS) * DAY_MS + DAY_MS
+        if base_hi >= recent_lo:
+            ranges[sid] = [(o, recent_hi)]
+        else:
+            ranges[sid] = [(o, base_hi), (recent_lo, recent_hi)]
+    return ranges
+
+
+def build_dataset(
+    db: Database,
+    tenant_id: uuid.UUID,
+    config: FeatureConfig | None = None,
+    *,
+    asset_ids: Sequence[uuid.UUID] | None = None,
+    as_of: AsOf = None,
+    categories: Mapping[str, Sequence[str]] | None = None,
+) -> FeatureFrame:
+    """Features and labels for the tenant's assets (all, or ``asset_ids``), read from the store.
+
+    ``as_of``: None for training (a row every ``config.step_h`` hours through each asset's
+    data), ``"latest"`` for scoring (one row per asset at its newest reading), or a time (one
+    row per asset with data before it). ``categories`` fixes the levels of the categorical
+    columns (a trained model's), so codes mean the same at scoring; unknown levels are NaN.
+    """
+    config = config or FeatureConfig()
+    with db.transaction(write=False) as session:
+        return _build(session, tenant_id, config, asset_ids, as_of, categories)
+
+
+def _build(
+    session: Session,
+    tenant_id: uuid.UUID,
+    config: FeatureConfig,
+    asset_ids: Sequence[uuid.UUID] | None,
+    as_of: AsOf,
+    categories: Mapping[str, Sequence[str]] | None,
+) -> FeatureFrame:
+    fleet = _load_fleet(session, tenant_id, asset_ids, config.sensor_keys)
+    n_assets = len(fleet.asset_ids)
+    latest = _latest_ms(session, fleet)
+    fixed_t = _as_of_ms(as_of)
+    scoring = as_of is not None
+    if scoring:
+        t_asset = latest.copy() if fixed_t is None else np.full(n_assets, fixed_t, np.int64)
+        origin = _origins(session, fleet)
+        ranges = _scoring_ranges(fleet, t_asset, origin, config)
+        hourly = _fetch_rollups(session, fleet, 3600, ranges)
+        daily = _fetch_rollups(session, fleet, 86400, ranges)
+    else:
+        hourly = _fetch_rollups(session, fleet, 3600, None)
+        daily = _fetch_rollups(session, fleet, 86400, None)
+    buckets = _ensure_sorted(_merge_resolutions(_ensure_sorted(hourly), _ensure_sorted(daily)))
+    bucket_asset = fleet.series_asset[buckets.sidx] if len(buckets) else np.empty(0, np.int64)
+    if not scoring:
+        origin = np.full(n_assets, TIME_LIMIT - 1, dtype=np.int64)
+        if len(buckets):
+            np.minimum.at(origin, bucket_asset, buckets.start - buckets.start % DAY_MS)
+        origin = np.where(origin == TIME_LIMIT - 1, -1, origin)
+    avail = buckets.end
+    if scoring and fixed_t is None and len(buckets):
+        # As of the newest reading, the bucket holding it is complete: nothing newer exists.
+        avail = np.minimum(buckets.end, t_asset[bucket_asset])
+
+    # Rows.
+    if scoring:
+        has_data = (t_asset >= 0) & (origin >= 0) & (origin <= t_asset)
+        rows_asset = np.flatnonzero(has_data).astype(np.int64)
+        rows_t = t_asset[rows_asset]
+    else:
+        step = config.step_h * HOUR_MS
+        when = -(-avail // step) * step
+        keys = np.unique((bucket_asset << TIME_BITS) + when)
+        rows_asset = keys >> TIME_BITS
+        rows_t = keys & (TIME_LIMIT - 1)
+
+    types = sorted({t for t in fleet.types if t})
+    if categories and "asset_type" in categories:
+        types = list(categories["asset_type"])
+    specs = feature_specs(fleet.keys, fleet.units, config, types)
+    column_of: dict[tuple[int, str, int | None], int] = {}
+    key_index = {k: i for i, k in enumerate(fleet.keys)}
+    for j, spec in enumerate(specs):
+        if spec.sensor is not None:
+            column_of[(key_index[spec.sensor], spec.stat, spec.window_h)] = j
+    X = np.full((rows_t.shape[0], len(specs)), np.nan)
+    _sensor_features(fleet, buckets, avail, rows_asset, rows_t, origin, config, X, column_of)
+
+    events = _load_events(session, tenant_id, fleet)
+    col = {s.name: j for j, s in enumerate(specs)}
+    X[:, col["days_since_maintenance"]] = labels.days_since_last(
+        events.maintenance, rows_asset, rows_t
+    )
+    X[:, col["days_since_failure"]] = labels.days_since_last(events.failures, rows_asset, rows_t)
+    X[:, col["failure_count"]] = labels.count_until(events.failures, rows_asset, rows_t)
+    install = np.array([-1 if v is None else v for v in fleet.install_ms], dtype=np.int64)
+    start = np.where(install >= 0, install, origin)[rows_asset] if n_assets else rows_t
+    X[:, col["age_days"]] = np.where(start >= 0, (rows_t - start) / DAY_MS, np.nan)
+    for window in config.anomaly_windows_h:
+        X[:, col[f"anomaly_minutes__{window}h"]] = labels.count_in_window(
+            events.anomalies, rows_asset, rows_t, window * HOUR_MS
+        )
+    for window in config.alert_windows_h:
+        for severity in SEVERITIES:
+            X[:, col[f"alerts_{severity}__{window}h"]] = labels.count_in_window(
+                events.alerts[severity], rows_asset, rows_t, window * HOUR_MS
+            )
+    type_code = {t: float(i) for i, t in enumerate(types)}
+    asset_type = np.array([type_code.get(t, np.nan) for t in fleet.types] + [np.nan])
+    X[:, col["asset_type"]] = asset_type[rows_asset] if n_assets else np.nan
+    crit = np.array([float(CRITICALITY_LEVELS.index(c)) for c in fleet.criticality] + [np.nan])
+    X[:, col["criticality"]] = crit[rows_asset] if n_assets else np.nan
+
+    newest = latest[rows_asset] if n_assets else rows_t
+    observed_days = np.where(newest >= 0, (newest - rows_t) / DAY_MS, 0.0)
+    ids = np.array([str(a) for a in fleet.asset_ids] + [""], dtype=np.str_)
+    return FeatureFrame(
+        asset_id=ids[rows_asset] if n_assets else np.empty(0, dtype=np.str_),
+        as_of_ms=rows_t.astype(np.int64),
+        X=X,
+        specs=specs,
+        categories={"asset_type": list(types)},
+        ttf_days=labels.days_to_next(events.failures, rows_asset, rows_t),
+        observed_days=np.asarray(observed_days, dtype=np.float64),
+    )
