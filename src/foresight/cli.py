@@ -416,6 +416,11 @@ def worker() -> None:
         stream=settings.nats_stream,
         subject_prefix=settings.nats_subject_prefix,
         pipeline=pipeline,
+        partitions=settings.nats_partitions,
+        lease_ttl_s=settings.nats_lease_ttl_s,
+        ack_wait_s=settings.nats_ack_wait_s,
+        # Partitions handed over: what detection holds about their assets is rebuilt.
+        on_rebalance=detection.reset if detection is not None else None,
     )
 
     async def run() -> None:

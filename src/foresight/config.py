@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     nats_url: str = ""
     nats_stream: str = "FORESIGHT_INGEST"
     nats_subject_prefix: str = "foresight.ingest"
+    # Asset partitions on the stream: each is consumed by one worker at a time (so an asset's
+    # points are evaluated in order by one worker). Fixed for the life of a stream: the first
+    # process records it, later ones use the recorded count.
+    nats_partitions: Annotated[int, Field(ge=1, le=1024)] = 16
+    # A worker that stops renewing loses its partitions after this many seconds.
+    nats_lease_ttl_s: Annotated[float, Field(ge=1)] = 10.0
+    # A message a worker took and did not acknowledge goes again after this many seconds.
+    nats_ack_wait_s: Annotated[float, Field(ge=1)] = 30.0
 
     # Live updates (WebSockets /api/v1/ws/…): readings go out at most once per interval per
     # asset; a client with more than ws_client_queue messages waiting, or whose one send takes

@@ -45,7 +45,9 @@ def detection(client: TestClient) -> DetectionProcesses:
 
 def test_columns_cross_the_pipe_unchanged() -> None:
     new = Columns(
-        np.array([1, 1, 7], np.int64), np.array([5, 9, -3], np.int64), np.array([0.5, np.nan, 2e300])
+        np.array([1, 1, 7], np.int64),
+        np.array([5, 9, -3], np.int64),
+        np.array([0.5, np.nan, 2e300]),
     )
     back = decode(encode(new))
     assert back.series_id.tolist() == [1, 1, 7] and back.ts_ms.tolist() == [5, 9, -3]

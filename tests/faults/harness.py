@@ -661,37 +661,42 @@ class NatsServer:
 
         return asyncio.run(run())
 
-    def create_consumer(self, ack_wait_s: float) -> None:
-        """The stream and the workers' durable consumer, as `foresight worker` would create them,
-        with a short ack wait so a dead worker's messages come back within seconds, not 30."""
-        from nats.js import api
-
-        from foresight.ingest.nats_bus import DURABLE, ensure_stream
+    def create_stream(self) -> None:
+        """The stream, as `foresight worker` would create it (the workers add the consumers)."""
+        from foresight.ingest.nats_bus import ensure_stream
 
         async def create(js: Any) -> None:
             await ensure_stream(js, NATS_STREAM, NATS_PREFIX)
-            await js.add_consumer(
-                NATS_STREAM,
-                api.ConsumerConfig(
-                    durable_name=DURABLE, ack_policy=api.AckPolicy.EXPLICIT,
-                    ack_wait=ack_wait_s, max_ack_pending=10_000,
-                    filter_subject=f"{NATS_PREFIX}.>",
-                ),
-            )  # fmt: skip
 
         self.call(create)
 
     def consumer(self) -> Any:
-        from foresight.ingest.nats_bus import DURABLE
+        """The workers' consumers (one per partition, and the legacy one) added up."""
+        from types import SimpleNamespace
 
         async def info(js: Any) -> Any:
-            return await js.consumer_info(NATS_STREAM, DURABLE)
+            return await js.consumers_info(NATS_STREAM)
 
-        return self.call(info)
+        infos = self.call(info)
+        return SimpleNamespace(
+            consumers=len(infos),
+            num_pending=sum(i.num_pending for i in infos),
+            num_ack_pending=sum(i.num_ack_pending for i in infos),
+            num_redelivered=sum(i.num_redelivered for i in infos),
+            delivered_total=sum(i.delivered.consumer_seq for i in infos),
+        )
+
+    def messages(self) -> int:
+        """Messages ever stored in the stream (its last sequence number)."""
+
+        async def info(js: Any) -> Any:
+            return await js.stream_info(NATS_STREAM)
+
+        return int(self.call(info).state.last_seq)
 
     def drained(self) -> bool:
         info = self.consumer()
-        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+        return bool(info.consumers and info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 def nats_settings(nats: NatsServer) -> dict[str, str]:

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from foresight.config import Settings
 from foresight.ingest.batch import Batch
 from foresight.ingest.nats_bus import DURABLE, Worker, encode, ensure_stream
+from foresight.ingest.partitions import leases_bucket, meta_bucket
 from foresight.kit.db import Database
 from foresight.models import Reading, Role, Rollup
 from foresight.web.app import create_app
@@ -50,8 +51,12 @@ def names() -> Iterator[tuple[str, str]]:
         import nats
 
         nc = await nats.connect(NATS_URL)
+        js = nc.jetstream()
         with contextlib.suppress(Exception):  # already gone
-            await nc.jetstream().delete_stream(stream)
+            await js.delete_stream(stream)
+        for bucket in (leases_bucket(stream), meta_bucket(stream)):
+            with contextlib.suppress(Exception):
+                await js.delete_key_value(bucket)
         await nc.close()
 
     asyncio.run(drop())

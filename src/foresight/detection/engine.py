@@ -136,6 +136,7 @@ class RuleEngine:
         self._tails: dict[int, _Tail] = {}
         self._states: dict[tuple[uuid.UUID, uuid.UUID], _RuleState] = {}
         self._lock = threading.Lock()
+        self._reset_requested = False
         self.points_evaluated = 0
         # Cost counters (read by the detection worker's Prometheus collector): new points seen,
         # and wall seconds per stage: rules (series bookkeeping, rule evaluation, decisions),
@@ -144,6 +145,27 @@ class RuleEngine:
         self.stage_seconds = {"rules": 0.0, "anomaly": 0.0, "alerts": 0.0}
 
     # --- rules ----------------------------------------------------------------------------------
+
+    def request_reset(self) -> None:
+        """Forget all per-series state before the next evaluation (any thread may ask).
+
+        For a worker that handed assets over to another: when they come back, windows, hold
+        timers and baselines are rebuilt from the store and open alerts, not from stale memory.
+        """
+        self._reset_requested = True
+
+    def _reset(self) -> None:
+        self._reset_requested = False
+        with self._lock:
+            self._meta.clear()
+            self._tails.clear()
+            self._states.clear()
+            self._for_asset = {}
+            self._flagged.clear()
+            if self.anomaly is not None:
+                self.anomaly = AnomalyStage(self.anomaly.config)
+        self._fingerprint = None  # the next reload re-reads open alerts as firing states
+        self.reload_if_changed(force=True)
 
     def invalidate(self) -> None:
         """Check the rules for changes before the next evaluation (not only every interval)."""
@@ -282,6 +304,8 @@ class RuleEngine:
 
     def process(self, new: Columns) -> list[tuple[str, Alert]]:
         """Evaluate the rules on these new points (sorted by series and time)."""
+        if self._reset_requested:
+            self._reset()
         self.reload_if_changed()
         if not len(new) or (not self._by_sensor and self.anomaly is None):
             return []

@@ -55,6 +55,7 @@ Publish = Callable[[uuid.UUID, uuid.UUID | None, Mapping[str, Any]], None]
 
 _POINTS = b"P"
 _RELOAD = b"R"
+_RESET = b"X"
 _STOP = b"S"
 _STAGES = ("rules", "anomaly", "alerts")
 
@@ -155,6 +156,8 @@ def child_main(
                 worker.submit(decode(data))
             elif tag == _RELOAD:
                 engine.invalidate()
+            elif tag == _RESET:
+                engine.request_reset()
             elif tag == _STOP:
                 break
     finally:
@@ -425,11 +428,18 @@ class DetectionProcesses:
 
     def reload(self) -> None:
         """Have every child re-read the rules before its next evaluation."""
+        self._tell(_RELOAD)
+
+    def reset(self) -> None:
+        """Have every child forget per-series state before its next evaluation."""
+        self._tell(_RESET)
+
+    def _tell(self, message: bytes) -> None:
         for child in self._children:
             with child.send_lock:
                 if child.conn is not None:
                     with contextlib.suppress(OSError):
-                        child.conn.send_bytes(_RELOAD)
+                        child.conn.send_bytes(message)
 
 
 class Detection(Protocol):
@@ -445,6 +455,8 @@ class Detection(Protocol):
     def drain(self, timeout: float = 30.0) -> bool: ...
 
     def reload(self) -> None: ...
+
+    def reset(self) -> None: ...
 
     def start(self) -> None: ...
 

@@ -106,6 +106,10 @@ class DetectionWorker:
                 self._cond.wait(min(left, 0.1))
         return True
 
+    def reset(self) -> None:
+        """Forget per-series state before the next evaluation (assets were handed over)."""
+        self.engine.request_reset()
+
     def reload(self) -> None:
         """Re-read the rules before the next evaluation (after a change made here)."""
         self.engine.invalidate()

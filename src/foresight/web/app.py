@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             url=settings.nats_url,
             stream=settings.nats_stream,
             subject_prefix=settings.nats_subject_prefix,
+            partitions=settings.nats_partitions,
         )
     else:
         bus = InProcessBus(
