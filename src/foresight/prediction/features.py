@@ -101,7 +101,6 @@ WINDOW_STATS = (
 SENSOR_STATS = ("last", "ewma")
 # Series ids per statement when reading rollups (bounds the memory of one fetch, too).
 _IDS_PER_FETCH = 100
-_FETCH_ROWS = 200_000
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -600,37 +599,20 @@ def _dt_ms(value: datetime | None) -> int | None:
     return delta.days * DAY_MS + delta.seconds * 1000 + delta.microseconds // 1000
 
 
-_ROLLUP_COLUMNS = "series_id, bucket_ms, count, mean, m2, min, max, last"
-# Binary COPY rows of (int8, int8, int8, float8 × 5): a field count, then length + value each.
-_COPY_DTYPE = np.dtype(
-    [("n", ">i2")]
-    + [
-        item
-        for i, kind in enumerate(("i8", "i8", "i8", "f8", "f8", "f8", "f8", "f8"))
-        for item in ((f"l{i}", ">i4"), (f"c{i}", ">" + kind))
-    ]
+# How a bucket's index (bucket_ms / span) and count travel together as one integer from
+# SQLite: index * 2^shift + count (exact in a double: < 2^53). Counts per bucket stay below
+# 2^26 (67 M points an hour) and 2^36 (a day).
+_PACK_SHIFT = {3600: 26, 86400: 36}
+# PostgreSQL returns each series' buckets as one bytea of packed big-endian records.
+_PG_RECORD = np.dtype(
+    [("bucket_ms", ">i8"), ("count", ">i8")]
+    + [(name, ">f8") for name in ("mean", "m2", "min", "max", "last")]
 )
-_COPY_HEADER_BYTES = 19
-
-
-def _rollup_sql(
-    resolution_s: int, ids: Sequence[int], ranges: Sequence[tuple[int, int, int]] | None
-) -> str:
-    """Integers only are inlined (COPY takes no parameters); they come from our own queries."""
-    if ranges is None:
-        id_list = ", ".join(str(int(i)) for i in ids)
-        return (
-            f"SELECT {_ROLLUP_COLUMNS} FROM readings_rollup"
-            f" WHERE resolution_s = {int(resolution_s)} AND series_id IN ({id_list})"
-            " ORDER BY series_id, bucket_ms"
-        )
-    values = ", ".join(f"({int(s)}, {int(lo)}, {int(hi)})" for s, lo, hi in ranges)
-    cols = ", ".join(f"r.{c.strip()}" for c in _ROLLUP_COLUMNS.split(","))
-    return (
-        f"WITH q (sid, lo, hi) AS (VALUES {values}) SELECT {cols} FROM q JOIN readings_rollup r"
-        f" ON r.series_id = q.sid AND r.resolution_s = {int(resolution_s)}"
-        " AND r.bucket_ms >= q.lo AND r.bucket_ms < q.hi ORDER BY r.series_id, r.bucket_ms"
-    )
+_PG_PACK = (
+    "string_agg(int8send(r.bucket_ms) || int8send(r.count) || float8send(r.mean)"
+    " || float8send(r.m2) || float8send(r.min) || float8send(r.max) || float8send(r.last),"
+    " ''::bytea)"
+)
 
 
 def _fetch_rollups(
@@ -639,68 +621,139 @@ def _fetch_rollups(
     resolution_s: int,
     ranges: dict[int, list[tuple[int, int]]] | None,
 ) -> _Buckets:
-    """The buckets of every series of the fleet (``ranges``: only bucket_ms in [lo, hi))."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    """The buckets of every series of the fleet (``ranges``: only bucket_ms in [lo, hi)).
+
+    Reading millions of buckets is most of the work, so each backend gets its cheapest path:
+    PostgreSQL packs each series into one binary string that numpy reads as is; SQLite (where
+    every value fetched is a Python object) returns two values a bucket, the packed index and
+    count and the mean, and the rest only for buckets of more than one point (for one point,
+    min = max = last = mean and m2 = 0).
+    """
     raw: Any = session.connection().connection.dbapi_connection
     ids = fleet.series_id.tolist()
     if ranges is not None:
         ids = [i for i in ids if ranges.get(i)]
-    parts: list[npt.NDArray[Any]] = []
-    for chunk in _chunks(ids, _IDS_PER_FETCH):
-        spans = None if ranges is None else [(s, lo, hi) for s in chunk for lo, hi in ranges[s]]
-        sql = _rollup_sql(resolution_s, chunk, spans)
-        if postgres:
-            parts.append(_copy_rows(raw, sql))
-        else:
-            parts.extend(_sqlite_rows(raw, sql))
+    if session.get_bind().dialect.name == "postgresql":
+        parts = _fetch_postgres(raw, resolution_s, ids, ranges)
+    else:
+        parts = _fetch_sqlite(raw, resolution_s, ids, ranges)
     if not parts:
         return _empty_buckets()
-    rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    sid = rows[:, 0].astype(np.int64)
-    start = rows[:, 1].astype(np.int64)
-    sidx = np.searchsorted(fleet.series_id, sid)
+    sid = np.concatenate([np.full(p[0].shape[0], s, np.int64) for s, p in parts])
+    columns = [np.concatenate([p[i] for _, p in parts]) for i in range(7)]
+    start = columns[0].astype(np.int64)
     return _Buckets(
-        sidx=sidx.astype(np.int64),
+        sidx=np.searchsorted(fleet.series_id, sid).astype(np.int64),
         start=start,
         end=start + resolution_s * 1000,
-        count=rows[:, 2].copy(),
-        mean=rows[:, 3].copy(),
-        m2=rows[:, 4].copy(),
-        min=rows[:, 5].copy(),
-        max=rows[:, 6].copy(),
-        last=rows[:, 7].copy(),
+        count=columns[1],
+        mean=columns[2],
+        m2=columns[3],
+        min=columns[4],
+        max=columns[5],
+        last=columns[6],
     )
 
 
-def _sqlite_rows(raw: Any, sql: str) -> list[F64]:
+_Part = tuple[int, list[npt.NDArray[Any]]]  # series id, (start, count, mean, m2, min, max, last)
+
+
+def _fetch_postgres(
+    raw: Any, resolution_s: int, ids: Sequence[int], ranges: dict[int, list[tuple[int, int]]] | None
+) -> list[_Part]:
+    """One row per series and range, its buckets packed into one bytea by an index scan (in
+    index order, which the caller checks: it sorts if need be)."""
+    parts: list[_Part] = []
+    for chunk in _chunks(ids, _IDS_PER_FETCH):
+        # Integers only are inlined; they come from our own queries.
+        values = ", ".join(
+            f"({int(s)}, {int(lo)}, {int(hi)})"
+            for s in chunk
+            for lo, hi in ([(0, TIME_LIMIT)] if ranges is None else ranges[s])
+        )
+        sql = (
+            f"SELECT q.sid, (SELECT {_PG_PACK} FROM readings_rollup r WHERE r.series_id = q.sid"
+            f" AND r.resolution_s = {int(resolution_s)} AND r.bucket_ms >= q.lo"
+            f" AND r.bucket_ms < q.hi) FROM (VALUES {values}) AS q (sid, lo, hi)"
+        )
+        with raw.cursor(binary=True) as cursor:
+            cursor.execute(sql)
+            rows = cursor.fetchall()
+        for series_id, packed in rows:
+            if not packed:
+                continue
+            records = np.frombuffer(packed, dtype=_PG_RECORD)
+            parts.append(
+                (
+                    int(series_id),
+                    [records["bucket_ms"].astype(np.int64), records["count"].astype(np.float64)]
+                    + [records[n].astype(np.float64) for n in ("mean", "m2", "min", "max", "last")],
+                )
+            )
+    return parts
+
+
+def _fetch_sqlite(
+    raw: Any, resolution_s: int, ids: Sequence[int], ranges: dict[int, list[tuple[int, int]]] | None
+) -> list[_Part]:
+    span = resolution_s * 1000
+    shift = _PACK_SHIFT[resolution_s]
+    head = (
+        f"SELECT (bucket_ms / {span}) * {1 << shift} + count, mean FROM readings_rollup"
+        " WHERE series_id = ? AND resolution_s = ? AND bucket_ms >= ? AND bucket_ms < ?"
+        " ORDER BY bucket_ms"
+    )
+    rest = (
+        f"SELECT bucket_ms / {span}, m2, min, max, last FROM readings_rollup"
+        " WHERE series_id = ? AND resolution_s = ? AND bucket_ms >= ? AND bucket_ms < ?"
+        " AND count > 1 ORDER BY bucket_ms"
+    )
+    parts: list[_Part] = []
     cursor = raw.cursor()
-    out: list[F64] = []
     try:
-        cursor.execute(sql)
-        while rows := cursor.fetchmany(_FETCH_ROWS):
-            out.append(np.array(rows, dtype=np.float64))
+        for series_id in ids:
+            spans = [(0, TIME_LIMIT)] if ranges is None else ranges[series_id]
+            pieces = []
+            for lo, hi in spans:
+                rows = cursor.execute(head, (series_id, resolution_s, lo, hi)).fetchall()
+                if rows:
+                    pieces.append(np.array(rows, dtype=np.float64))
+            if not pieces:
+                continue
+            packed = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+            key = packed[:, 0].astype(np.int64)
+            index = key >> shift
+            count = (key & ((1 << shift) - 1)).astype(np.float64)
+            mean = packed[:, 1].copy()
+            m2 = np.zeros_like(mean)
+            mn, mx, last = mean.copy(), mean.copy(), mean.copy()
+            if np.any(count > 1):
+                extra = [
+                    np.array(r, dtype=np.float64).reshape(-1, 5)
+                    for lo, hi in spans
+                    if (r := cursor.execute(rest, (series_id, resolution_s, lo, hi)).fetchall())
+                ]
+                if extra:
+                    more = np.concatenate(extra)
+                    at = np.searchsorted(index, more[:, 0].astype(np.int64))
+                    m2[at], mn[at], mx[at], last[at] = (
+                        more[:, 1],
+                        more[:, 2],
+                        more[:, 3],
+                        more[:, 4],
+                    )
+            parts.append((series_id, [index * span, count, mean, m2, mn, mx, last]))
     finally:
         cursor.close()
-    return out
-
-
-def _copy_rows(raw: Any, sql: str) -> F64:
-    buffer = bytearray()
-    with raw.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT BINARY)") as copy:
-        for data in copy:
-            buffer += data
-    n = (len(buffer) - _COPY_HEADER_BYTES - 2) // _COPY_DTYPE.itemsize
-    records = np.frombuffer(buffer, dtype=_COPY_DTYPE, count=n, offset=_COPY_HEADER_BYTES)
-    out = np.empty((n, 8), dtype=np.float64)
-    for i in range(8):
-        out[:, i] = records[f"c{i}"]
-    return out
+    return parts
 
 
 def _merge_resolutions(hourly: _Buckets, daily: _Buckets) -> _Buckets:
     """1 h buckets where they hold all of their day's points, else the day's 1 d bucket."""
     if not len(daily):
         return hourly
+    if not len(hourly):
+        return daily
     h_key = (hourly.sidx << 20) + hourly.start // DAY_MS
     d_key = (daily.sidx << 20) + daily.start // DAY_MS
     if len(hourly):
@@ -717,6 +770,8 @@ def _merge_resolutions(hourly: _Buckets, daily: _Buckets) -> _Buckets:
         else np.zeros(len(daily), dtype=bool)
     )
     keep_daily = ~covered
+    if not keep_daily.any():
+        return hourly  # the common case: every day's 1 h buckets are all there
     # Drop the hourly buckets of days a daily bucket stands in for.
     drop_keys = d_key[keep_daily]
     hp = np.searchsorted(drop_keys, h_key)
@@ -724,8 +779,7 @@ def _merge_resolutions(hourly: _Buckets, daily: _Buckets) -> _Buckets:
     dropped = (hp < len(drop_keys)) & (drop_keys[hs] == h_key) if len(drop_keys) else None
     parts = [hourly if dropped is None else hourly.take(~dropped), daily.take(keep_daily)]
     merged = _Buckets.concat(parts)
-    order = np.lexsort((merged.start, merged.sidx))
-    return merged.take(order)
+    return merged.take(np.argsort((merged.sidx << TIME_BITS) + merged.start, kind="stable"))
 
 
 def _ensure_sorted(b: _Buckets) -> _Buckets:
