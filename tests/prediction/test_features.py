@@ -554,3 +554,54 @@ def test_an_empty_tenant_gives_an_empty_frame(fleet: Fleet) -> None:
     for as_of in (None, "latest"):
         frame = fleet.build(as_of=as_of)
         assert len(frame) == 0 and frame.X.shape == (0, len(frame.specs))
+
+
+def test_alert_and_anomaly_counts_by_window(fleet: Fleet, db: Database) -> None:
+    asset = fleet.asset("P-1", {"temperature": "°C"})
+    hours = np.arange(0, 12 * 24)
+    fleet.write("P-1", "temperature", T0 + hours * HOUR_MS, np.full(hours.shape[0], 40.0))
+    t = T0 + 10 * DAY_MS
+    with db.transaction() as session:
+        for i, (severity, when) in enumerate(
+            [
+                (Severity.critical, t - HOUR_MS),  # in 24 h and 168 h
+                (Severity.critical, t - 3 * DAY_MS),  # in 168 h only
+                (Severity.warning, t),  # at t: counts
+                (Severity.warning, t + 1),  # after t: not yet
+                (Severity.emergency, t - 8 * DAY_MS),  # outside both windows
+            ]
+        ):
+            alerts_service.fire(
+                session,
+                alerts_service.Trigger(
+                    tenant_id=fleet.tenant_id,
+                    asset_id=asset,
+                    source=f"rule:{i}",
+                    severity=severity,
+                    title="x",
+                    message="",
+                    at=at(when),
+                    value=1.0,
+                ),
+            )
+        minutes = [t - 2 * HOUR_MS, t - 2 * HOUR_MS, t - MIN_MS, t, t - 2 * DAY_MS]
+        store_scores(
+            session,
+            [
+                MinuteScore(asset, fleet.tenant_id, detector, m, 2.0, "spike", ())
+                for detector, m in zip(
+                    ["sensor", "multivariate", "sensor", "sensor", "sensor"], minutes, strict=True
+                )
+            ]
+            + [MinuteScore(asset, fleet.tenant_id, "sensor", t - 3 * HOUR_MS, 0.4, "spike", ())],
+        )
+    frame = fleet.build()
+    assert value(frame, asset, t, "alerts_critical__168h") == 2
+    assert value(frame, asset, t, "alerts_warning__168h") == 1
+    assert value(frame, asset, t, "alerts_emergency__168h") == 0
+    assert value(frame, asset, t, "alerts_info__168h") == 0
+    # Flagged minutes, once over, any detector, a minute counted once; the unflagged one not.
+    assert value(frame, asset, t, "anomaly_minutes__24h") == 2
+    assert value(frame, asset, t, "anomaly_minutes__168h") == 3
+    scored = fleet.build(as_of="latest")
+    assert value(scored, asset, int(scored.as_of_ms[0]), "alerts_warning__168h") == 2

@@ -65,11 +65,11 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from foresight.kit.db import Database
-from foresight.kit.time import as_utc
+from foresight.kit.time import as_utc, from_ms
 from foresight.models import (
     Alert,
     AnomalyScore,
@@ -78,7 +78,6 @@ from foresight.models import (
     MaintenanceKind,
     MaintenanceRecord,
     MaintenanceStatus,
-    Rollup,
     Sensor,
     SeriesLatest,
     Severity,
@@ -1016,7 +1015,9 @@ class _Events:
     alerts: dict[str, I64]
 
 
-def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet) -> _Events:
+def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet, since_ms: int) -> _Events:
+    """Maintenance records (all), and the alerts and flagged anomaly minutes from ``since_ms``
+    on (older ones fall outside every window)."""
     index = {a: i for i, a in enumerate(fleet.asset_ids)}
     maint_a: list[int] = []
     maint_t: list[int] = []
@@ -1056,6 +1057,7 @@ def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet) -> _Even
                 AnomalyScore.tenant_id == tenant_id,
                 AnomalyScore.asset_id.in_(chunk),
                 AnomalyScore.flag.is_(True),
+                AnomalyScore.minute_ms >= since_ms - 60_000,
             )
             .distinct()
         )
@@ -1064,7 +1066,9 @@ def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet) -> _Even
             anom_t.append(int(minute_ms) + 60_000)  # counts once the minute is over
         alerts = session.execute(
             select(Alert.asset_id, Alert.severity, Alert.triggered_at).where(
-                Alert.tenant_id == tenant_id, Alert.asset_id.in_(chunk)
+                Alert.tenant_id == tenant_id,
+                Alert.asset_id.in_(chunk),
+                Alert.triggered_at >= from_ms(max(since_ms, 0)),
             )
         )
         for asset_id, severity, triggered_at in alerts:
@@ -1148,23 +1152,27 @@ def _latest_ms(session: Session, fleet: _Fleet) -> I64:
 
 
 def _origins(session: Session, fleet: _Fleet) -> I64:
-    """Each asset's first data day (UTC midnight, ms; -1 when none), from the rollups' minima."""
+    """Each asset's first data day (UTC midnight, ms; -1 when none), from the rollups' minima
+    (one index probe per series and resolution)."""
     origin = np.full(len(fleet.asset_ids), TIME_LIMIT - 1, dtype=np.int64)
-    raw_rows: list[tuple[int, int]] = []
-    for resolution in (86400, 3600):
-        for chunk in _chunks(fleet.series_id.tolist(), 500):
-            raw_rows += [
-                (int(s), int(m))
-                for s, m in session.execute(
-                    select(Rollup.series_id, func.min(Rollup.bucket_ms))
-                    .where(Rollup.resolution_s == resolution, Rollup.series_id.in_(chunk))
-                    .group_by(Rollup.series_id)
-                )
-                if m is not None
-            ]
-    if raw_rows:
-        sid = np.array([r[0] for r in raw_rows], dtype=np.int64)
-        first = np.array([r[1] for r in raw_rows], dtype=np.int64)
+    firsts: list[tuple[int, int]] = []
+    probe = (
+        "(SELECT min(r.bucket_ms) FROM readings_rollup r"
+        " WHERE r.series_id = q.sid AND r.resolution_s = {}) "
+    )
+    for chunk in _chunks(fleet.series_id.tolist(), 500):
+        values = ", ".join(f"({int(s)})" for s in chunk)
+        sql = (
+            f"WITH q (sid) AS (VALUES {values}) "
+            f"SELECT q.sid, {probe.format(86400)}, {probe.format(3600)}FROM q"
+        )
+        for sid, day_min, hour_min in session.execute(text(sql)):
+            for m in (day_min, hour_min):
+                if m is not None:
+                    firsts.append((int(sid), int(m)))
+    if firsts:
+        sid = np.array([r[0] for r in firsts], dtype=np.int64)
+        first = np.array([r[1] for r in firsts], dtype=np.int64)
         asset = fleet.series_asset[np.searchsorted(fleet.series_id, sid)]
         np.minimum.at(origin, asset, first - first % DAY_MS)
     return np.where(origin == TIME_LIMIT - 1, -1, origin)
@@ -1271,7 +1279,9 @@ def _build(
     X = np.full((rows_t.shape[0], len(specs)), np.nan)
     _sensor_features(fleet, buckets, avail, rows_asset, rows_t, origin, config, X, column_of)
 
-    events = _load_events(session, tenant_id, fleet)
+    lookback = max(config.anomaly_windows_h[-1], config.alert_windows_h[-1]) * HOUR_MS
+    since = int(rows_t.min()) - lookback if rows_t.shape[0] else 0
+    events = _load_events(session, tenant_id, fleet, since)
     col = {s.name: j for j, s in enumerate(specs)}
     X[:, col["days_since_maintenance"]] = labels.days_since_last(
         events.maintenance, rows_asset, rows_t
