@@ -639,7 +639,11 @@ def _fetch_rollups(
     if not parts:
         return _empty_buckets()
     sid = np.concatenate([np.full(p[0].shape[0], s, np.int64) for s, p in parts])
-    columns = [np.concatenate([p[i] for _, p in parts]) for i in range(7)]
+    columns = []
+    for i in range(7):  # column by column, letting go of the pieces (peak memory)
+        columns.append(np.concatenate([p[i] for _, p in parts]))
+        for _, p in parts:
+            p[i] = columns[-1][:0]
     start = columns[0].astype(np.int64)
     return _Buckets(
         sidx=np.searchsorted(fleet.series_id, sid).astype(np.int64),
@@ -792,12 +796,12 @@ def _ensure_sorted(b: _Buckets) -> _Buckets:
 # --- computing ---------------------------------------------------------------------------------
 
 
-def _seg(reducer: np.ufunc, values: F64, lo: I64, hi: I64) -> F64:
-    """``reducer`` over values[lo:hi] for every pair (lo ≤ hi; empty segments give junk: mask
-    them). Pairs sorted by lo keep the skipped stretches between them short."""
+def _seg(reducer: np.ufunc, padded: F64, lo: I64, hi: I64) -> F64:
+    """``reducer`` over padded[lo:hi] for every pair (lo ≤ hi ≤ len - 1: the array carries one
+    spare element at the end; empty segments give junk: mask them). Pairs sorted by lo keep
+    the stretches between them, which reduceat also visits, short."""
     if not lo.shape[0]:
         return np.empty(0)
-    padded = np.append(values, 0.0)
     idx = np.empty(2 * lo.shape[0], dtype=np.int64)
     idx[0::2] = lo
     idx[1::2] = hi
@@ -810,17 +814,7 @@ class _SeriesArrays:
 
     key: I64  # (sidx << 43) + avail: where each bucket counts
     tau_h: F64  # bucket centre, hours from the series' first bucket centre
-    n: F64
     x: F64  # bucket mean minus the series' first bucket mean (fewer cancellations)
-    nx: F64
-    q: F64  # m2 + n x²
-    nt: F64
-    ntt: F64
-    ntx: F64
-    ones: F64
-    min: F64
-    max: F64
-    last: F64
     ewma_num: F64
     ewma_den: F64
     shift: F64  # per series index: the first bucket mean (NaN where no bucket)
@@ -833,28 +827,17 @@ def _series_arrays(b: _Buckets, n_series: int, avail: I64, halflife_h: float) ->
     shift = np.full(n_series, np.nan)
     origin = np.zeros(n_series)
     head = first[:-1][has]
-    centre_ms = (b.start + avail) / 2.0
     shift[has] = b.mean[head]
-    origin[has] = centre_ms[head]
-    sidx = b.sidx
-    x = b.mean - shift[sidx]
-    tau = (centre_ms - origin[sidx]) / HOUR_MS
-    n = b.count
+    origin[has] = (b.start[head] + avail[head]) / 2.0
+    tau = (b.start + avail) / 2.0
+    tau -= origin[b.sidx]
+    tau /= HOUR_MS
+    x = b.mean - shift[b.sidx]
     num, den = _ewma_states(tau, x, first, halflife_h)
     return _SeriesArrays(
-        key=(sidx << TIME_BITS) + avail,
+        key=(b.sidx << TIME_BITS) + avail,
         tau_h=tau,
-        n=n,
         x=x,
-        nx=n * x,
-        q=b.m2 + n * x * x,
-        nt=n * tau,
-        ntt=n * tau * tau,
-        ntx=n * tau * x,
-        ones=np.ones(len(b)),
-        min=b.min,
-        max=b.max,
-        last=b.last,
         ewma_num=num,
         ewma_den=den,
         shift=shift,
@@ -935,43 +918,75 @@ def _sensor_features(
     s_asset = fleet.series_asset
     b_lo = np.searchsorted(arr.key, _pair_key(s_all, base_lo_t[s_asset]), side="right")
     b_hi = np.searchsorted(arr.key, _pair_key(s_all, base_hi_t[s_asset]), side="right")
-    bn = _seg(np.add, arr.n, b_lo, b_hi)
-    b_mean_x = _seg(np.add, arr.nx, b_lo, b_hi) / np.where(bn > 0, bn, np.nan)
-    b_q = _seg(np.add, arr.q, b_lo, b_hi)
-    b_var = np.maximum(b_q - bn * b_mean_x * b_mean_x, 0.0) / np.where(bn > 0, bn, np.nan)
-    b_mean = b_mean_x + arr.shift
-    b_std = np.sqrt(b_var)
-    baseline_ready = pair_t >= base_hi_t[s_asset[pair_s]]
-    pb_mean = np.where(baseline_ready, b_mean[pair_s], np.nan)
-    pb_mean_x = np.where(baseline_ready, b_mean_x[pair_s], np.nan)
-    pb_std = np.where(baseline_ready, b_std[pair_s], np.nan)
-    tiny = 1e-9 * np.maximum(1.0, np.abs(pb_mean))
+    windows = list(config.windows_h)
+    los = [
+        np.searchsorted(arr.key, _pair_key(pair_s, pair_t - w * HOUR_MS), side="right")
+        for w in windows
+    ]
+    # One spare-padded buffer, filled with each per-bucket quantity in turn, summed over the
+    # baseline (first entry) and every window (the rest).
+    n_b = len(buckets)
+    buf = np.zeros(n_b + 1)
+    v = buf[:n_b]
+    segments = [(b_lo, b_hi)] + [(lo, hi) for lo in los]
 
-    def put(stat: str, window: int | None, values: F64) -> None:
-        cols = np.array([column_of[(k, stat, window)] for k in range(len(fleet.keys))])
-        X[pair_row, cols[pair_col]] = values
+    def sums(reducer: np.ufunc = np.add, baseline: bool = True) -> list[F64]:
+        return [_seg(reducer, buf, lo, h) for lo, h in segments[0 if baseline else 1 :]]
+
+    n, x, tau = buckets.count, arr.x, arr.tau_h
+    v[:] = n
+    s_n = sums()
+    np.multiply(n, x, out=v)
+    s_nx = sums()
+    np.multiply(x, x, out=v)
+    v *= n
+    v += buckets.m2
+    s_q = sums()
+    np.multiply(n, tau, out=v)
+    s_nt = sums(baseline=False)
+    v *= tau
+    s_ntt = sums(baseline=False)
+    np.multiply(n, tau, out=v)
+    v *= x
+    s_ntx = sums(baseline=False)
+    v[:] = buckets.min
+    s_min = sums(np.minimum, baseline=False)
+    v[:] = buckets.max
+    s_max = sums(np.maximum, baseline=False)
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        for window in config.windows_h:
-            lo = np.searchsorted(
-                arr.key, _pair_key(pair_s, pair_t - window * HOUR_MS), side="right"
-            )
-            n = _seg(np.add, arr.n, lo, hi)
-            empty = n <= 0
-            nz = np.where(empty, np.nan, n)
-            sx = _seg(np.add, arr.nx, lo, hi)
+        bn = s_n[0]
+        b_mean_x = s_nx[0] / np.where(bn > 0, bn, np.nan)
+        b_var = np.maximum(s_q[0] - bn * b_mean_x * b_mean_x, 0.0) / np.where(bn > 0, bn, np.nan)
+        b_mean = b_mean_x + arr.shift
+        b_std = np.sqrt(b_var)
+        baseline_ready = pair_t >= base_hi_t[s_asset[pair_s]]
+        pb_mean = np.where(baseline_ready, b_mean[pair_s], np.nan)
+        pb_mean_x = np.where(baseline_ready, b_mean_x[pair_s], np.nan)
+        pb_std = np.where(baseline_ready, b_std[pair_s], np.nan)
+        tiny = 1e-9 * np.maximum(1.0, np.abs(pb_mean))
+
+        def put(stat: str, window: int | None, values: F64) -> None:
+            cols = np.array([column_of[(k, stat, window)] for k in range(len(fleet.keys))])
+            X[pair_row, cols[pair_col]] = values
+
+        for i, window in enumerate(windows):
+            lo = los[i]
+            count = s_n[i + 1]
+            empty = count <= 0
+            nz = np.where(empty, np.nan, count)
+            sx = s_nx[i + 1]
             mean_x = sx / nz
-            var = np.maximum(_seg(np.add, arr.q, lo, hi) - n * mean_x * mean_x, 0.0) / nz
+            var = np.maximum(s_q[i + 1] - count * mean_x * mean_x, 0.0) / nz
             mean = mean_x + arr.shift[pair_s]
             put("mean", window, mean)
             put("std", window, np.sqrt(var))
-            put("min", window, np.where(empty, np.nan, _seg(np.minimum, arr.min, lo, hi)))
-            put("max", window, np.where(empty, np.nan, _seg(np.maximum, arr.max, lo, hi)))
-            st = _seg(np.add, arr.nt, lo, hi)
-            t_var = _seg(np.add, arr.ntt, lo, hi) - st * st / nz
-            cov = _seg(np.add, arr.ntx, lo, hi) - st * sx / nz
-            buckets_in = hi - lo
-            spread = (buckets_in >= 2) & (t_var > 1e-9 * nz)
+            put("min", window, np.where(empty, np.nan, s_min[i]))
+            put("max", window, np.where(empty, np.nan, s_max[i]))
+            st = s_nt[i]
+            t_var = s_ntt[i] - st * st / nz
+            cov = s_ntx[i] - st * sx / nz
+            spread = (hi - lo >= 2) & (t_var > 1e-9 * nz)
             put("slope", window, np.where(spread, cov / np.where(spread, t_var, 1.0), np.nan))
             delta = mean_x - pb_mean_x
             put("baseline_delta", window, delta)
@@ -984,24 +999,22 @@ def _sensor_features(
             z_ok = pb_std > tiny
             put("baseline_z", window, np.where(z_ok, delta / np.where(z_ok, pb_std, 1.0), np.nan))
         # Sensor-level: over the longest window.
-        window = config.max_window_h
-        lo = np.searchsorted(arr.key, _pair_key(pair_s, pair_t - window * HOUR_MS), side="right")
+        lo = los[-1]
         has = hi > lo
         k_t = np.maximum(hi - 1, 0)
-        put("last", None, np.where(has, arr.last[k_t] if len(arr.last) else np.nan, np.nan))
-        if len(arr.last):
-            k_s = lo - 1
-            before = (k_s >= arr.first[pair_s]) & has
-            k_s = np.where(before, k_s, k_t)
-            decay = np.where(
-                before, np.exp2(-(arr.tau_h[k_t] - arr.tau_h[k_s]) / config.ewma_halflife_h), 0.0
-            )
-            num = arr.ewma_num[k_t] - decay * arr.ewma_num[k_s]
-            den = arr.ewma_den[k_t] - decay * arr.ewma_den[k_s]
-            ok = has & (den > 0)
-            put(
-                "ewma", None, np.where(ok, num / np.where(ok, den, 1.0) + arr.shift[pair_s], np.nan)
-            )
+        if not n_b:
+            return
+        put("last", None, np.where(has, buckets.last[k_t], np.nan))
+        k_s = lo - 1
+        before = (k_s >= arr.first[pair_s]) & has
+        k_s = np.where(before, k_s, k_t)
+        decay = np.where(
+            before, np.exp2(-(arr.tau_h[k_t] - arr.tau_h[k_s]) / config.ewma_halflife_h), 0.0
+        )
+        num = arr.ewma_num[k_t] - decay * arr.ewma_num[k_s]
+        den = arr.ewma_den[k_t] - decay * arr.ewma_den[k_s]
+        ok = has & (den > 0)
+        put("ewma", None, np.where(ok, num / np.where(ok, den, 1.0) + arr.shift[pair_s], np.nan))
 
 
 # --- asset-level events --------------------------------------------------------------------
