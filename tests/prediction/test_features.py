@@ -31,6 +31,7 @@ from foresight.models import (
     Role,
     Severity,
 )
+from foresight.prediction import labels
 from foresight.prediction.features import (
     FeatureConfig,
     FeatureFrame,
@@ -338,6 +339,9 @@ def test_labels_time_to_failure_and_censoring(fleet: Fleet) -> None:
     # The failure at day 20 00:00 is at t itself: not "after t", so the row is censored.
     assert np.isnan(label(20)[0])
 
+    assert label(30) == (pytest.approx(np.nan, nan_ok=True), 0.0)  # just after the last reading
+    assert frame.observed_days.min() >= 0
+
     within7 = frame.fails_within(7)
     assert within7[row(frame, asset, T0 + 2 * DAY_MS)] == 0.0  # fails in 8.25 days
     assert within7[row(frame, asset, T0 + 5 * DAY_MS)] == 1.0  # in 5.25 days
@@ -542,6 +546,11 @@ def test_frame_filters_concatenates_and_round_trips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.X, both.X)
     np.testing.assert_array_equal(loaded.ttf_days, both.ttf_days)
     assert loaded.asset_id.tolist() == ["x", "y", "z"]
+    target, known = labels.capped_rul(
+        np.array([3.0, 400.0, np.nan, np.nan]), np.array([10.0, 500.0, 200.0, 20.0]), 180
+    )
+    np.testing.assert_array_equal(target, [3.0, 180.0, 180.0, np.nan])
+    assert known.tolist() == [True, True, True, False]
     config = FeatureConfig(windows_h=(168, 24))
     assert config.windows_h == (24, 168)
     assert FeatureConfig.from_dict(config.to_dict()) == config

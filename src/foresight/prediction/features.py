@@ -1141,8 +1141,8 @@ def _as_of_ms(as_of: AsOf) -> int | None:
         ms = _dt_ms(as_of)
         assert ms is not None
         return ms
-    if isinstance(as_of, int):
-        return as_of
+    if isinstance(as_of, int | np.integer):
+        return int(as_of)
     raise ValueError(f"as_of must be None, 'latest', a datetime or epoch ms: {as_of!r}")
 
 
@@ -1320,7 +1320,8 @@ def _build(
     X[:, col["criticality"]] = crit[rows_asset] if n_assets else np.nan
 
     newest = latest[rows_asset] if n_assets else rows_t
-    observed_days = np.where(newest >= 0, (newest - rows_t) / DAY_MS, 0.0)
+    # Training rows fall on step boundaries, the last one possibly just after the newest reading.
+    observed_days = np.where(newest >= 0, np.maximum(newest - rows_t, 0) / DAY_MS, 0.0)
     ids = np.array([str(a) for a in fleet.asset_ids] + [""], dtype=np.str_)
     return FeatureFrame(
         asset_id=ids[rows_asset] if n_assets else np.empty(0, dtype=np.str_),
