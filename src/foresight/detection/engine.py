@@ -33,6 +33,7 @@ from foresight.detection import service as rules_service
 from foresight.detection.anomaly import MinuteScore
 from foresight.detection.anomaly_stage import AnomalyStage, Segment, store_scores
 from foresight.detection.rules import (
+    COMPARISONS,
     AssetInfo,
     CompiledRule,
     Condition,
@@ -130,6 +131,8 @@ class RuleEngine:
         # _by_sensor narrowed to one asset (rules scoped to another asset left out), built on
         # first use: most rules watch one asset, so a series is not checked against all of them.
         self._for_asset: dict[tuple[uuid.UUID, str, uuid.UUID], list[CompiledRule]] = {}
+        # Per (rule, sensor): its conditions there when all are raw comparisons, else None.
+        self._quiet_checks: dict[tuple[uuid.UUID, str], list[tuple[int, Condition]] | None] = {}
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked_at = -1e9
         self._meta: dict[int, _SeriesMeta] = {}
@@ -216,6 +219,7 @@ class RuleEngine:
             old = self._rules
             self._rules, self._by_sensor, self._lookback_ms = compiled, by_sensor, lookback
             self._for_asset = {}
+            self._quiet_checks = {}
             # A changed rule starts afresh; an unchanged one keeps its state.
             for rule_id, asset_id in list(self._states):
                 new = compiled.get(rule_id)
@@ -319,9 +323,13 @@ class RuleEngine:
         segments: list[Segment] = []
         scores: list[MinuteScore] = []
         anomaly_actions: list[alerts.Trigger | alerts.Clear] = []
+        # Each series' lowest and highest new value: enough to see that a plain threshold rule
+        # that is quiet stays quiet, without evaluating it point by point.
+        lows = np.minimum.reduceat(new.value, starts).tolist()
+        highs = np.maximum.reduceat(new.value, starts).tolist()
         with self.db.transaction(write=False) as session:
             self._series_meta(session, [int(sid[s]) for s in starts])
-            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            for k, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
                 series_id = int(sid[start])
                 meta = self._meta.get(series_id)
                 if meta is None:
@@ -334,6 +342,18 @@ class RuleEngine:
                 if not rules:
                     continue
                 lookback = self._lookback_ms.get(key, 0)
+                known = self._tails.get(series_id)
+                if (
+                    lookback == 0
+                    and known is not None
+                    and int(ts_new[0]) > known.last_ts
+                    and self._stays_quiet(
+                        self._rules_for(key, rules, meta.asset.id), meta, lows[k], highs[k]
+                    )
+                ):
+                    self._tails[series_id] = _Tail(ts_new[-1:], v_new[-1:])
+                    self.points_evaluated += end - start
+                    continue
                 tail = self._tail(session, series_id, int(ts_new[0]), lookback)
                 fresh = ts_new > tail.last_ts
                 if not fresh.all():  # late points: stored, but rules read forward in time
@@ -371,6 +391,32 @@ class RuleEngine:
         if failed:
             self._disable(failed)
         return events
+
+    def _stays_quiet(
+        self, rules: list[CompiledRule], meta: _SeriesMeta, low: float, high: float
+    ) -> bool:
+        """True if no rule on this series can change state with new values in [low, high]:
+        each is known not to hold, is not firing, and watches this sensor only through raw
+        comparisons that no value in the range meets (the usual case, decided without looking
+        at the points one by one)."""
+        asset = meta.asset
+        for rule in rules:
+            if not rule.scope.matches(asset):
+                continue
+            state = self._states.get((rule.id, asset.id))
+            if state is None or state.firing or state.true_since_ms is not None:
+                return False
+            cache_key = (rule.id, meta.sensor)
+            if cache_key in self._quiet_checks:
+                checks = self._quiet_checks[cache_key]
+            else:
+                checks = self._quiet_checks[cache_key] = _quiet_checks(rule, meta.sensor)
+            if checks is None:
+                return False
+            for index, condition in checks:
+                if state.conditions[index] is not False or not _quiet(condition, low, high):
+                    return False
+        return True
 
     def _rules_for(
         self, key: tuple[uuid.UUID, str], rules: list[CompiledRule], asset_id: uuid.UUID
@@ -581,6 +627,37 @@ class RuleEngine:
                             touch = _Touch(last_sensor=condition.sensor, asset=info)
                             actions.append(self._trigger(rule, info, due, touch))
         return self._apply(actions) if actions else []
+
+
+def _quiet_checks(rule: CompiledRule, sensor: str) -> list[tuple[int, Condition]] | None:
+    """The conditions of ``rule`` on ``sensor``, if all are raw comparisons (else None)."""
+    found = []
+    for index, condition in enumerate(rule.conditions):
+        if condition.sensor != sensor:
+            continue
+        if condition.aggregate != "raw" or condition.op not in (*COMPARISONS, "outside"):
+            return None
+        found.append((index, condition))
+    return found
+
+
+def _quiet(condition: Condition, low: float, high: float) -> bool:
+    """No value in [low, high] meets the condition (NaN meets none, as in ``triggers``)."""
+    if low != low or high != high:  # a NaN among the values: decide point by point
+        return False
+    op = condition.op
+    if op == "outside":
+        assert condition.min is not None and condition.max is not None
+        return condition.min <= low and high <= condition.max
+    threshold = condition.threshold
+    assert threshold is not None
+    if op == ">":
+        return high <= threshold
+    if op == ">=":
+        return high < threshold
+    if op == "<":
+        return low >= threshold
+    return low > threshold
 
 
 def compile_rule(rule: AlertRule) -> CompiledRule:
