@@ -49,6 +49,16 @@ Features (names are stable: ``{sensor}__{stat}__{window}h`` and asset-level name
     without a sensor gets NaN in its columns.
 
 Labels: see ``labels`` (failure time = ``started_at``, else ``ended_at``).
+
+Reading and computing
+    One read transaction. Rollups are the bulk (a year of one hourly sensor is 8,760 buckets),
+    so PostgreSQL packs each series' buckets into one bytea (an index scan per series) that
+    numpy reads as is, and SQLite returns two values per bucket (index and count packed into
+    one integer, and the mean; m2, min, max and last only for buckets of more than one point).
+    Scoring reads only the baseline days and the longest window before t. Every statistic is
+    a segment reduction (``np.ufunc.reduceat``) over the buckets sorted by (series, end), one
+    segment per (row, sensor, window), so nothing is computed per row in Python. 100 assets ×
+    10 sensors × a year of hourly data take about 15 s on either backend (``bench``).
 """
 
 from __future__ import annotations
