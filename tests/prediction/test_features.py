@@ -386,6 +386,7 @@ def test_sensors_are_matched_by_key_and_missing_ones_are_nan(fleet: Fleet) -> No
     assert frame.spec("vibration__baseline_z__24h").unit == ""
 
     assert frame.categories == {"asset_type": ["compressor", "pump"]}
+    assert frame.categorical == [frame.index("asset_type")] and frame.feature_names == frame.names
     spec = frame.spec("asset_type")
     assert spec.categorical and spec.levels == ("compressor", "pump")
     assert value(frame, a, t, "asset_type") == 1.0

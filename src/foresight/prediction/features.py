@@ -365,6 +365,16 @@ class FeatureFrame:
         return [s.name for s in self.specs]
 
     @property
+    def feature_names(self) -> list[str]:
+        """(``modeling.FeatureData``'s name for ``names``.)"""
+        return self.names
+
+    @property
+    def categorical(self) -> list[int]:
+        """Indices of the columns holding categorical codes."""
+        return [i for i, s in enumerate(self.specs) if s.categorical]
+
+    @property
     def censored(self) -> B1:
         """Rows with no failure after them in the stored history (``ttf_days`` is NaN)."""
         return np.isnan(self.ttf_days)
