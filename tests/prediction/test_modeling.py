@@ -440,3 +440,11 @@ def test_cmapss_fd001_cross_validated_accuracy() -> None:
     assert res.roc_auc_30d >= 0.95, res  # required by issue 5
     assert 0.7 <= res.coverage_all_cycles <= 0.9, res  # nominal 0.8
     assert res.rmse_all_cycles <= 12.0, res
+
+
+def test_predict_timing_runs(bundle: md.ModelBundle, fresh: md.TrainingSet) -> None:
+    from foresight.prediction import cmapss
+
+    t = cmapss.predict_timing(bundle, fresh.X, rows=30)
+    assert set(t) == {"single_p50_ms", "single_p99_ms", "batch_ms", "batch_with_contributions_ms"}
+    assert all(v > 0 for v in t.values())

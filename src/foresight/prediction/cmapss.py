@@ -28,8 +28,10 @@ import numpy.typing as npt
 from foresight.prediction import metrics as m
 from foresight.prediction.modeling import (
     DAY_MS,
+    ModelBundle,
     TrainConfig,
     TrainingSet,
+    contributions,
     group_kfold,
     predict,
     train,
@@ -232,20 +234,68 @@ def cmapss_cv(
     )
 
 
-def main() -> None:  # python -m foresight.prediction.cmapss [PATH]
+def predict_timing(bundle: ModelBundle, X: F64, *, rows: int = 1000) -> dict[str, float]:
+    """Milliseconds: one row through every model plus contributions and top factors (p50/p99
+    over ``rows`` single-row calls), and one batch of ``rows`` rows (best of three)."""
+    import time
+
+    def one(x: F64) -> None:
+        predict(bundle, x)
+        c = contributions(bundle, x)
+        c.top(0, 5)
+        c.top(0, 5, "rul")
+
+    sample = X[np.random.default_rng(0).integers(0, X.shape[0], rows)]
+    for x in sample[:20]:  # warm-up
+        one(x)
+    single = []
+    for x in sample:
+        t = time.perf_counter()
+        one(x)
+        single.append(time.perf_counter() - t)
+    batch, batch_explained = [], []
+    for _ in range(3):
+        t = time.perf_counter()
+        predict(bundle, sample)
+        t1 = time.perf_counter()
+        contributions(bundle, sample)
+        batch.append(t1 - t)
+        batch_explained.append(time.perf_counter() - t)
+    ms = np.asarray(single) * 1e3
+    return {
+        "single_p50_ms": float(np.percentile(ms, 50)),
+        "single_p99_ms": float(np.percentile(ms, 99)),
+        "batch_ms": min(batch) * 1e3,
+        "batch_with_contributions_ms": min(batch_explained) * 1e3,
+    }
+
+
+def main() -> None:  # python -m foresight.prediction.cmapss [PATH] [--timing]
     import sys
     import time
 
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PATH
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    path = Path(args[0]) if args else DEFAULT_PATH
     t0 = time.perf_counter()
     res = cmapss_cv(path)
     print("\n".join(res.table()))
     print(
         f"all cycles: RMSE {res.rmse_all_cycles:.2f}, "
-        f"ROC AUC 30 d {res.roc_auc_30d_all_cycles:.3f}; "
+        f"ROC AUC 30 d {res.roc_auc_30d_all_cycles:.3f}, "
+        f"coverage {res.coverage_all_cycles:.3f}; "
         f"fold RMSE {', '.join(f'{x:.1f}' for x in res.fold_rmse)}; "
         f"{time.perf_counter() - t0:.1f} s"
     )
+    if "--timing" in sys.argv:
+        ds, _ = cmapss_dataset(path)
+        bundle = train(ds.take(np.flatnonzero((ds.as_of_ms // DAY_MS) % 2 == 0)), CMAPSS_CONFIG)
+        t = predict_timing(bundle, ds.X)
+        print(
+            f"predict, 1 thread, {len(bundle.feature_names)} features: one row with all models, "
+            f"contributions and top factors p50 {t['single_p50_ms']:.2f} ms, "
+            f"p99 {t['single_p99_ms']:.2f} ms; 1,000 rows {t['batch_ms']:.0f} ms, "
+            f"{t['batch_with_contributions_ms']:.0f} ms with contributions"
+        )
 
 
 if __name__ == "__main__":

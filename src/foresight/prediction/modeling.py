@@ -514,6 +514,8 @@ def fit_platt(raw: F64, y: F64) -> Calibrator:
         w, current = cand, new
         if done:
             break
+    if not np.all(np.isfinite(w)):  # cannot happen with finite scores; never store a NaN
+        w = np.array([1.0, 0.0])
     return Calibrator("platt", a=float(w[0]), b=float(w[1]))
 
 
@@ -734,9 +736,13 @@ def train(
 ) -> ModelBundle:
     """Fit the classifiers, the RUL regressor and its interval; raises :class:`InsufficientData`."""
     ds = TrainingSet.of(data)
+    horizons = tuple(sorted(config.horizons))
     reasons = check_data(ds, config)
     if reasons:
         raise InsufficientData(reasons)
+    explain = config.explain_horizon or (30 if 30 in horizons else max(horizons))
+    if explain not in horizons:
+        raise ValueError(f"explain_horizon {explain} is not a trained horizon")
     split = split_for_training(ds, config)
     reasons = _check_parts(split, config)
     if reasons:
@@ -751,7 +757,7 @@ def train(
     calibrators: dict[int, Calibrator] = {}
     thresholds: dict[int, float] = {}
     mono_clf = _monotone(config, ds.feature_names, -1)
-    for h in sorted(config.horizons):
+    for h in horizons:
         y_fit = horizon_labels(fit.ttf_days, fit.observed_days, h)
         y_val = horizon_labels(valid.ttf_days, valid.observed_days, h)
         y_cal = horizon_labels(calib.ttf_days, calib.observed_days, h)
@@ -796,10 +802,6 @@ def train(
     rul_cal = np.clip(_raw(rul_booster, calib.X[kc], threads), 0.0, cap)
     interval = RulInterval.fit(rul_cal, y_cal[kc], config.interval_coverage, cap)
 
-    horizons = tuple(sorted(config.horizons))
-    explain = config.explain_horizon or (30 if 30 in horizons else max(horizons))
-    if explain not in horizons:
-        raise ValueError(f"explain_horizon {explain} is not a trained horizon")
     bundle = ModelBundle(
         feature_names=ds.feature_names,
         categorical=ds.categorical,
