@@ -332,6 +332,18 @@ def test_artifact_round_trip_is_exact_and_pickle_free(
         md.load_bundle(gzip.compress(b'{"format": "other"}'))
 
 
+def test_isotonic_bundle_round_trips(fresh: md.TrainingSet) -> None:
+    iso = md.train(
+        synthetic(30, seed=14), md.TrainConfig(max_rul_days=90.0, calibration="isotonic")
+    )
+    assert set(iso.params["calibration"].values()) == {"isotonic"}
+    again = md.load_bundle(iso.to_bytes())
+    a, b = md.predict(iso, fresh.X), md.predict(again, fresh.X)
+    assert all(np.array_equal(a.probabilities[h], b.probabilities[h]) for h in iso.horizons)
+    ev = md.evaluate(iso, fresh)
+    assert ev["failure_30d"]["roc_auc"] > 0.95 and ev["failure_30d"]["brier"] < 0.1
+
+
 # ---------------------------------------------------------------------------- explanations
 
 
@@ -378,6 +390,14 @@ def test_cross_validate_and_time_holdout() -> None:
     assert set(ev) == {"failure_7d", "failure_14d", "failure_30d", "rul"}
     assert ev["failure_30d"]["roc_auc"] > 0.8
     json.dumps(ev, allow_nan=False)  # JSON-ready: no NaN
+
+
+def test_validate_runs_both_splits_and_says_what_it_could_not_run() -> None:
+    v = md.validate(synthetic(15, seed=15, lives=3), CONFIG, n_splits=3, holdout_fraction=0.3)
+    assert v.by_asset is not None and v.by_time is not None and v.notes == []
+    assert v.by_time["failure_30d"]["rows"] > 0
+    small = md.validate(synthetic(2, seed=16, lives=4, censored_share=0.0), CONFIG, n_splits=3)
+    assert small.by_asset is None and "by asset" in small.notes[0]
 
 
 def test_feature_frame_shape_is_accepted() -> None:

@@ -970,7 +970,7 @@ def _rul_metrics(y: F64, pred: Predictions) -> dict[str, Any]:
         "rows": int(y.size),
         "rmse": _clean(m.rmse(y, pred.rul_days)),
         "mae": _clean(m.mae(y, pred.rul_days)),
-        "phm08": _clean(m.phm08(y, pred.rul_days)),
+        "phm08": _clean(m.phm08(y, pred.rul_days)) if y.size else None,
         "phm08_mean": _clean(float(np.mean(m.phm08_scores(y, pred.rul_days)))) if y.size else None,
         "coverage": _clean(m.coverage(y, pred.rul_low, pred.rul_high)),
         "mean_width": _clean(float(np.mean(pred.rul_high - pred.rul_low))) if y.size else None,
@@ -1063,3 +1063,38 @@ def cross_validate(
         ds.ttf_days, ds.observed_days, pooled_pred, thr, horizons, config.max_rul_days
     )
     return CrossValidation(folds, pooled)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """Both validations of a training run; a part that had too little data is None, with why."""
+
+    by_asset: CrossValidation | None  # group_kfold over assets
+    by_time: dict[str, Any] | None  # trained before ``holdout_start_ms``, evaluated from it on
+    holdout_start_ms: int
+    notes: list[str]
+
+
+def validate(
+    data: FeatureData,
+    config: TrainConfig = TrainConfig(),
+    *,
+    n_splits: int = 5,
+    holdout_fraction: float = 0.2,
+) -> Validation:
+    """Cross-validation by asset and a time holdout (the last ``holdout_fraction`` of time)."""
+    ds = TrainingSet.of(data)
+    notes: list[str] = []
+    by_asset: CrossValidation | None = None
+    by_time: dict[str, Any] | None = None
+    try:
+        by_asset = cross_validate(ds, config, n_splits=n_splits)
+    except InsufficientData as e:
+        notes.append(f"by asset: {e}")
+    train_part, test_part = time_holdout(ds, holdout_fraction)
+    try:
+        by_time = evaluate(train(train_part, config), test_part)
+    except InsufficientData as e:
+        notes.append(f"by time: {e}")
+    start = int(test_part.as_of_ms.min()) if len(test_part) else int(ds.as_of_ms.max())
+    return Validation(by_asset, by_time, start, notes)
