@@ -102,56 +102,79 @@ class AnomalyStage:
     ) -> tuple[list[MinuteScore], list[alerts.Trigger | alerts.Clear]]:
         work: dict[uuid.UUID, _AssetWork] = {}
         kept: list[tuple[Segment, _AssetWork, I64, F64]] = []
+        last_ts = self.last_ts
         for seg in segments:
-            enabled, factor = self._tenant(session, seg.asset.tenant_id)
-            if not enabled:
-                continue
-            last = self.last_ts.get(seg.series_id, -1)
-            fresh = seg.ts > last
-            ts, value = (seg.ts, seg.value) if fresh.all() else (seg.ts[fresh], seg.value[fresh])
-            if not ts.shape[0]:
-                continue
-            self.last_ts[seg.series_id] = int(ts[-1])
-            own = sensitivity_factor(seg.asset.metadata.get("anomaly_sensitivity", None))
-            w = work.setdefault(seg.asset.id, _AssetWork(seg.asset, factor * own))
-            self.asset_series.setdefault(seg.asset.id, {})[seg.sensor] = seg.series_id
+            asset = seg.asset
+            w = work.get(asset.id)
+            if w is None:
+                enabled, factor = self._tenant(session, asset.tenant_id)
+                if not enabled:
+                    continue
+                own = sensitivity_factor(asset.metadata.get("anomaly_sensitivity", None))
+                w = work[asset.id] = _AssetWork(asset, factor * own)
+            ts, value = seg.ts, seg.value
+            last = last_ts.get(seg.series_id, -1)
+            if int(ts[0]) <= last:  # late points (a series is in time order): not scored
+                keep = int(np.searchsorted(ts, last, side="right"))
+                ts, value = ts[keep:], value[keep:]
+                if not ts.shape[0]:
+                    continue
+            last_ts[seg.series_id] = int(ts[-1])
+            series = self.asset_series.get(asset.id)
+            if series is None:
+                series = self.asset_series[asset.id] = {}
+            series[seg.sensor] = seg.series_id
             kept.append((seg, w, ts, value))
         if not kept:
             return [], []
         # Every series of the batch scored together (one set of vector operations per round).
-        bank_rows = np.concatenate(
-            [np.full(ts.shape[0], self.bank.row(seg.series_id), np.int64) for seg, _, ts, _ in kept]
+        sizes = np.fromiter((ts.shape[0] for _, _, ts, _ in kept), np.int64, len(kept))
+        bank_rows = np.repeat(
+            np.fromiter((self.bank.row(seg.series_id) for seg, _, _, _ in kept), np.int64),
+            sizes,
         )
         all_ts = np.concatenate([ts for _, _, ts, _ in kept])
         all_values = np.concatenate([v for _, _, _, v in kept])
         all_scores, all_kinds = self.bank.score(bank_rows, all_ts, all_values)
-        offset = 0
-        for seg, w, ts, value in kept:
-            size = ts.shape[0]
-            scores = all_scores[offset : offset + size] * w.factor
-            kinds = all_kinds[offset : offset + size]
-            offset += size
-            minute = ts - ts % MINUTE_MS
-            if minute[0] == minute[-1]:  # the usual live case: one minute
-                top = int(np.argmax(scores))
-                best_score = float(scores[top])
-                kind = KINDS[int(kinds[top])]
-                w.sensor_minutes.setdefault(int(minute[0]), []).append(
-                    (best_score, seg.sensor, kind)
-                )
-                w.means.append((int(minute[0]), seg.sensor, float(value.mean()), size))
+        all_scores = all_scores * np.repeat(
+            np.fromiter((w.factor for _, w, _, _ in kept), np.float64, len(kept)), sizes
+        )
+        # Per series: best score (its first point), kind and mean, for those within one minute
+        # (the usual live case) at once; the others minute by minute below.
+        firsts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        minutes = all_ts - all_ts % MINUTE_MS
+        one_minute = (minutes[firsts] == minutes[firsts + sizes - 1]).tolist()
+        best = np.maximum.reduceat(all_scores, firsts)
+        index = np.arange(all_scores.shape[0])
+        at_best = np.where(all_scores == np.repeat(best, sizes), index, 1 << 60)
+        kind_at = all_kinds[np.minimum.reduceat(at_best, firsts)].tolist()
+        means = (np.add.reduceat(all_values, firsts) / sizes).tolist()
+        best_list, minute_list, size_list = best.tolist(), minutes[firsts].tolist(), sizes.tolist()
+        offsets = firsts.tolist()
+        for k, (seg, w, _ts, value) in enumerate(kept):
+            if one_minute[k]:
+                m = minute_list[k]
+                found = w.sensor_minutes.get(m)
+                if found is None:
+                    found = w.sensor_minutes[m] = []
+                found.append((best_list[k], seg.sensor, KINDS[kind_at[k]]))
+                w.means.append((m, seg.sensor, means[k], size_list[k]))
                 continue
+            size, offset = size_list[k], offsets[k]
+            scores = all_scores[offset : offset + size]
+            kinds = all_kinds[offset : offset + size]
+            minute = minutes[offset : offset + size]
             starts = np.flatnonzero(np.concatenate(([True], minute[1:] != minute[:-1])))
             ends = np.append(starts[1:], minute.shape[0])
-            best = np.maximum.reduceat(scores, starts)
+            top = np.maximum.reduceat(scores, starts)
             counts = ends - starts
-            at_best = np.where(scores == np.repeat(best, counts), np.arange(size), 1 << 60)
-            first = np.minimum.reduceat(at_best, starts)
-            means = np.add.reduceat(value, starts) / counts
+            at_top = np.where(scores == np.repeat(top, counts), np.arange(size), 1 << 60)
+            first = np.minimum.reduceat(at_top, starts)
+            minute_means = np.add.reduceat(value, starts) / counts
             for i, m in enumerate(minute[starts].tolist()):
                 kind = KINDS[int(kinds[first[i]])]
-                w.sensor_minutes.setdefault(m, []).append((float(best[i]), seg.sensor, kind))
-                w.means.append((m, seg.sensor, float(means[i]), int(counts[i])))
+                w.sensor_minutes.setdefault(m, []).append((float(top[i]), seg.sensor, kind))
+                w.means.append((m, seg.sensor, float(minute_means[i]), int(counts[i])))
         rows: list[MinuteScore] = []
         actions: list[alerts.Trigger | alerts.Clear] = []
         for asset_id, w in work.items():

@@ -341,19 +341,20 @@ class RuleEngine:
                 rules = self._by_sensor.get(key)
                 if not rules:
                     continue
-                lookback = self._lookback_ms.get(key, 0)
                 known = self._tails.get(series_id)
                 if (
-                    lookback == 0
-                    and known is not None
+                    known is not None
                     and int(ts_new[0]) > known.last_ts
                     and self._stays_quiet(
                         self._rules_for(key, rules, meta.asset.id), meta, lows[k], highs[k]
                     )
                 ):
+                    # Every rule that watches this series reads raw values: the last point is
+                    # all the history they need (for rates and late points).
                     self._tails[series_id] = _Tail(ts_new[-1:], v_new[-1:])
                     self.points_evaluated += end - start
                     continue
+                lookback = self._lookback_ms.get(key, 0)
                 tail = self._tail(session, series_id, int(ts_new[0]), lookback)
                 fresh = ts_new > tail.last_ts
                 if not fresh.all():  # late points: stored, but rules read forward in time
