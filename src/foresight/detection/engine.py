@@ -375,19 +375,25 @@ class RuleEngine:
                 keep_from = np.searchsorted(ts_all, ts_all[-1] - lookback, side="left")
                 keep_from = min(int(keep_from), ts_all.shape[0] - 1)
                 self._tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
-            if self.anomaly is not None and segments:
-                anomaly_started = time.perf_counter()
-                scores, anomaly_actions = self.anomaly.process(session, segments)
-                anomaly_s = time.perf_counter() - anomaly_started
-        actions = self._decide(touched) + anomaly_actions
+        # Rule alerts are committed (and pushed) before anomaly detection runs on the same
+        # points: a threshold crossing does not wait for the detectors.
+        actions = self._decide(touched)
         decided = time.perf_counter()
-        events = self._apply(actions, scores) if actions or scores else []
+        events = self._apply(actions) if actions else []
+        applied = time.perf_counter()
+        if self.anomaly is not None and segments:
+            with self.db.transaction(write=False) as session:
+                scores, anomaly_actions = self.anomaly.process(session, segments)
+        anomaly_done = time.perf_counter()
+        anomaly_s = anomaly_done - applied
+        if anomaly_actions or scores:
+            events += self._apply(anomaly_actions, scores)
         if scores and self.anomaly_listeners:
             self._tell_anomalies(scores)
         cost = self.stage_seconds
-        cost["rules"] += decided - started - anomaly_s
+        cost["rules"] += decided - started
         cost["anomaly"] += anomaly_s
-        cost["alerts"] += time.perf_counter() - decided
+        cost["alerts"] += (applied - decided) + (time.perf_counter() - anomaly_done)
         self.points_total += len(new)
         if failed:
             self._disable(failed)
