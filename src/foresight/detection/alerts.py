@@ -8,7 +8,7 @@ instead of opening another. Services never commit.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -69,11 +69,46 @@ def find_active(
     ).first()
 
 
-def fire(session: Session, trigger: Trigger) -> tuple[Alert, bool]:
+ActiveAlerts = dict[tuple[uuid.UUID, str, uuid.UUID], Alert]
+
+
+def active_for(session: Session, actions: Sequence[Trigger | Clear]) -> ActiveAlerts:
+    """The active alert of every (tenant, source, asset) the actions name, by that key; the
+    ``active`` argument of :func:`fire` and :func:`auto_resolve`, which keep it up to date."""
+    keys = {(a.tenant_id, a.source, a.asset_id) for a in actions}
+    if not keys:
+        return {}
+    found = session.scalars(
+        select(Alert).where(
+            Alert.asset_id.in_({k[2] for k in keys}),
+            Alert.source.in_({k[1] for k in keys}),
+            Alert.status.in_(OPEN_STATUSES),
+        )
+    ).all()
+    return {
+        (a.tenant_id, a.source, a.asset_id): a
+        for a in found
+        if (a.tenant_id, a.source, a.asset_id) in keys
+    }
+
+
+def _active(
+    session: Session,
+    active: ActiveAlerts | None,
+    tenant_id: uuid.UUID,
+    source: str,
+    asset_id: uuid.UUID,
+) -> Alert | None:
+    if active is None:
+        return find_active(session, tenant_id=tenant_id, source=source, asset_id=asset_id)
+    return active.get((tenant_id, source, asset_id))
+
+
+def fire(
+    session: Session, trigger: Trigger, *, active: ActiveAlerts | None = None
+) -> tuple[Alert, bool]:
     """Open an alert, or count a repeat on the active one. Returns (alert, opened)."""
-    alert = find_active(
-        session, tenant_id=trigger.tenant_id, source=trigger.source, asset_id=trigger.asset_id
-    )
+    alert = _active(session, active, trigger.tenant_id, trigger.source, trigger.asset_id)
     if alert is not None:
         alert.count += 1
         alert.last_value = trigger.value
@@ -100,15 +135,19 @@ def fire(session: Session, trigger: Trigger) -> tuple[Alert, bool]:
     )
     session.add(alert)
     session.flush()
+    if active is not None:
+        active[(trigger.tenant_id, trigger.source, trigger.asset_id)] = alert
     return alert, True
 
 
-def auto_resolve(session: Session, clear: Clear) -> Alert | None:
-    alert = find_active(
-        session, tenant_id=clear.tenant_id, source=clear.source, asset_id=clear.asset_id
-    )
+def auto_resolve(
+    session: Session, clear: Clear, *, active: ActiveAlerts | None = None
+) -> Alert | None:
+    alert = _active(session, active, clear.tenant_id, clear.source, clear.asset_id)
     if alert is None:
         return None
+    if active is not None:
+        del active[(clear.tenant_id, clear.source, clear.asset_id)]
     alert.status = AlertStatus.resolved
     # Data time, like triggered_at; never before it (a late point cannot resolve the past).
     alert.resolved_at = max(clear.at, alert.last_triggered_at)

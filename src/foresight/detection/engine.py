@@ -375,14 +375,13 @@ class RuleEngine:
                 keep_from = np.searchsorted(ts_all, ts_all[-1] - lookback, side="left")
                 keep_from = min(int(keep_from), ts_all.shape[0] - 1)
                 self._tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
-        # Rule alerts are committed (and pushed) before anomaly detection runs on the same
-        # points: a threshold crossing does not wait for the detectors.
-        actions = self._decide(touched)
-        decided = time.perf_counter()
-        events = self._apply(actions) if actions else []
-        applied = time.perf_counter()
-        if self.anomaly is not None and segments:
-            with self.db.transaction(write=False) as session:
+            # Rule alerts are committed (and pushed) before anomaly detection runs on the same
+            # points: a threshold crossing does not wait for the detectors.
+            actions = self._decide(touched)
+            decided = time.perf_counter()
+            events = self._apply(actions) if actions else []
+            applied = time.perf_counter()
+            if self.anomaly is not None and segments:
                 scores, anomaly_actions = self.anomaly.process(session, segments)
         anomaly_done = time.perf_counter()
         anomaly_s = anomaly_done - applied
@@ -550,12 +549,14 @@ class RuleEngine:
         events: list[tuple[str, Alert]] = []
         with self.db.transaction() as session:
             store_scores(session, scores or [])
+            # The active alerts these actions touch, in one query (not one per action).
+            active = alerts.active_for(session, actions) if actions else {}
             for action in actions:
                 if isinstance(action, alerts.Trigger):
-                    alert, opened = alerts.fire(session, action)
+                    alert, opened = alerts.fire(session, action, active=active)
                     events.append(("alert.opened" if opened else "alert.repeated", alert))
                 else:
-                    resolved = alerts.auto_resolve(session, action)
+                    resolved = alerts.auto_resolve(session, action, active=active)
                     if resolved is not None:
                         events.append(("alert.resolved", resolved))
             for kind, alert in events:
