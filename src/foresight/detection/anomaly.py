@@ -225,21 +225,28 @@ class SeriesBank:
         grid[inverse, lead + q] = value
         at = (lead + q)[:, None]
 
-        def take(offsets: npt.NDArray[np.int64]) -> F64:
-            return np.asarray(grid[inverse[:, None], at + offsets[None, :]])
+        # Every window below ends at or before the point: one gather of the widest span, and
+        # each window a slice of it (column c holds offset c + lo from the point).
+        lo = min(-(short + 2), 1 - stuck)
+        span = np.asarray(grid[inverse[:, None], at + np.arange(lo, 1)[None, :]])
+
+        def take(first: int, last: int) -> F64:
+            """Offsets first..last (inclusive) from each point."""
+            return span[:, first - lo : last - lo + 1]
 
         median = self.median[rows]
         sigma = self.sigma[rows]
         noise = self.noise[rows]
         per_kind = np.zeros((len(KINDS), rows.shape[0]), dtype=np.float64)
-        before = take(np.arange(-short, 0))
+        before = take(-short, -1)
         per_kind[0] = np.abs(value - np.median(before, axis=1)) / noise / cfg.spike_z
-        window = take(np.arange(-short + 1, 1))
+        window = take(-short + 1, 0)
         per_kind[1] = np.abs(window.mean(axis=1) - median) / sigma / cfg.level_z
         # A step: the median of the last 3 points (one spike cannot move it) away from the
         # median of the points before them, judged like a spike.
-        last3 = np.median(take(np.arange(-2, 1)), axis=1)
-        prior = np.median(take(np.arange(-2 - short, -2)), axis=1)
+        a, b, c = span[:, -3], span[:, -2], span[:, -1]
+        last3 = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))  # exact, NaN stays
+        prior = np.median(take(-2 - short, -3), axis=1)
         per_kind[1] = np.maximum(per_kind[1], np.abs(last3 - prior) / noise / cfg.spike_z)
         # Robust (MAD of first differences): one spike is not more noise.
         diffs = np.diff(window, axis=1)
@@ -247,7 +254,7 @@ class SeriesBank:
         jitter = 1.4826 * np.median(np.abs(diffs - centre), axis=1) / math.sqrt(2)
         per_kind[2] = jitter / noise / cfg.noise_ratio
         varies = sigma > 1e-9 * np.maximum(1.0, np.abs(median))
-        flat = np.ptp(take(np.arange(-stuck + 1, 1)), axis=1) == 0
+        flat = np.ptp(take(1 - stuck, 0), axis=1) == 0
         per_kind[3] = np.where(flat & varies, 1.5, 0.0)
         ref = self.ref_median[rows]
         has_ref = ~np.isnan(ref) & (self.ref_sigma[rows] > 0)
