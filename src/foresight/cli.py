@@ -403,11 +403,17 @@ def worker() -> None:
     # worker commits; alert changes go to the notification outbox and to live updates.
     detection = None
     if settings.detection_enabled:
-        from foresight.detection.process import detection_from_settings
+        from foresight.detection.process import EventMakers, detection_from_settings
+        from foresight.live.events import alert_event
+        from foresight.live.service import anomaly_from_score
         from foresight.notifications import outbox
 
         detection = detection_from_settings(
-            database, settings, hooks=[outbox.enqueue], publish=live.publish
+            database,
+            settings,
+            hooks=[outbox.enqueue],
+            publish=live.publish,
+            events=EventMakers(alert_event, anomaly_from_score),
         )
         pipeline.observers.append(detection.observe)
     consumer = Worker(

@@ -61,6 +61,15 @@ _STAGES = ("rules", "anomaly", "alerts")
 
 
 @dataclass(frozen=True)
+class EventMakers:
+    """How alert changes and anomaly minutes become live-update events. The layer above
+    (which owns the event format) gives module-level functions, so a child can receive them."""
+
+    alert: Callable[[str, Alert], Mapping[str, Any]]
+    anomaly: Callable[[MinuteScore], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
 class ChildConfig:
     """What a child needs to build its engine (sent to it pickled)."""
 
@@ -68,6 +77,7 @@ class ChildConfig:
     reload_interval_s: float
     anomaly_enabled: bool
     hooks: tuple[AlertHook, ...] = ()
+    events: EventMakers | None = None
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -106,8 +116,6 @@ def child_main(
     from foresight.detection.engine import RuleEngine
     from foresight.detection.worker import DetectionWorker
     from foresight.kit.logging import configure_logging
-    from foresight.live.events import alert_event
-    from foresight.live.service import anomaly_from_score
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (after its last write)
     configure_logging(config.log_level, json=config.log_json)
@@ -118,11 +126,15 @@ def child_main(
         with lock:
             conn_out.send(message)
 
+    events = config.events
+
     def on_alert(kind: str, alert: Alert) -> None:
-        send(("event", alert.tenant_id, alert.asset_id, alert_event(kind, alert)))
+        if events is not None:
+            send(("event", alert.tenant_id, alert.asset_id, events.alert(kind, alert)))
 
     def on_anomaly(score: MinuteScore) -> None:
-        send(("event", score.tenant_id, score.asset_id, anomaly_from_score(score)))
+        if events is not None:
+            send(("event", score.tenant_id, score.asset_id, events.anomaly(score)))
 
     engine = RuleEngine(
         db,
@@ -202,6 +214,7 @@ class DetectionProcesses:
         *,
         hooks: list[AlertHook] | None = None,
         publish: Publish | None = None,
+        events: EventMakers | None = None,
         registry: CollectorRegistry | None = None,
     ) -> DetectionProcesses:
         config = ChildConfig(
@@ -209,6 +222,7 @@ class DetectionProcesses:
             reload_interval_s=settings.detection_reload_interval_s,
             anomaly_enabled=settings.anomaly_enabled,
             hooks=tuple(hooks or ()),
+            events=events if publish is not None else None,
             log_level=settings.log_level,
             log_json=settings.log_json,
         )
@@ -469,27 +483,27 @@ def detection_from_settings(
     *,
     hooks: list[AlertHook] | None = None,
     publish: Publish | None = None,
+    events: EventMakers | None = None,
     registry: CollectorRegistry | None = None,
 ) -> Detection:
-    """Detection as the settings say: in child processes (default) or in a thread."""
+    """Detection as the settings say: in child processes (default) or in a thread. Alert
+    changes and anomaly minutes go to ``publish`` as the events ``events`` makes of them."""
     if settings.detection_processes >= 1:
         return DetectionProcesses.from_settings(
-            db, settings, hooks=hooks, publish=publish, registry=registry
+            db, settings, hooks=hooks, publish=publish, events=events, registry=registry
         )
     from foresight.detection.worker import DetectionWorker
-    from foresight.live.events import alert_event
-    from foresight.live.service import anomaly_from_score
 
     listeners: list[AlertListener] = []
     anomaly_listeners: list[Callable[[MinuteScore], None]] = []
-    if publish is not None:
-        tell = publish
+    if publish is not None and events is not None:
+        tell, make = publish, events
 
         def on_alert(kind: str, alert: Alert) -> None:
-            tell(alert.tenant_id, alert.asset_id, alert_event(kind, alert))
+            tell(alert.tenant_id, alert.asset_id, make.alert(kind, alert))
 
         def on_anomaly(score: MinuteScore) -> None:
-            tell(score.tenant_id, score.asset_id, anomaly_from_score(score))
+            tell(score.tenant_id, score.asset_id, make.anomaly(score))
 
         listeners.append(on_alert)
         anomaly_listeners.append(on_anomaly)

@@ -16,7 +16,7 @@ from foresight.audit import endpoints as audit_endpoints
 from foresight.auth import endpoints as auth_endpoints
 from foresight.config import Settings, get_settings
 from foresight.detection import endpoints as detection_endpoints
-from foresight.detection.process import Detection, detection_from_settings
+from foresight.detection.process import Detection, EventMakers, detection_from_settings
 from foresight.ingest import endpoints as ingest_endpoints
 from foresight.ingest.bus import InProcessBus
 from foresight.ingest.mqtt import MqttConfig, MqttSubscriber
@@ -25,7 +25,8 @@ from foresight.ingest.pipeline import Pipeline
 from foresight.kit.db import Database
 from foresight.kit.logging import configure_logging, get_logger
 from foresight.live import endpoints as live_endpoints
-from foresight.live.service import LiveUpdates
+from foresight.live.events import alert_event
+from foresight.live.service import LiveUpdates, anomaly_from_score
 from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.notifications import endpoints as notifications_endpoints
 from foresight.notifications import outbox as notifications_outbox
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             settings,
             hooks=app.state.alert_hooks,
             publish=live.publish,
+            events=EventMakers(alert_event, anomaly_from_score),
             registry=app.state.metrics.registry,
         )
     app.state.detection = detection
