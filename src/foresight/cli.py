@@ -894,6 +894,226 @@ def bench_import(
     )
 
 
+# --- predictive engine: train, predict, models ---------------------------------------------------
+
+models_app = typer.Typer(help="The model registry: champion, challengers.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _prediction_tenant(database: Database, name: str | None) -> uuid.UUID:
+    """The named tenant, or the only one when no name is given."""
+    if name is not None:
+        return _tenant_id(database, name)
+    from sqlalchemy import select
+
+    from foresight.models import Tenant
+
+    with database.transaction(write=False) as session:
+        ids = list(session.scalars(select(Tenant.id).limit(2)))
+    if len(ids) != 1:
+        err.print(
+            "[red]error:[/red] "
+            + ("no tenant exists" if not ids else "several tenants exist: pass --tenant NAME")
+        )
+        raise typer.Exit(1)
+    return ids[0]
+
+
+@app.command("train")
+def train_command(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant name (default: the only one)")
+    ] = None,
+    max_rul_days: Annotated[
+        float | None,
+        typer.Option(
+            "--max-rul-days",
+            min=1,
+            help="Cap of the RUL target in days (default: tenant setting max_rul_days, or 180)",
+        ),
+    ] = None,
+) -> None:
+    """Train failure-probability and RUL models on the tenant's stored history and register
+    the version: champion if it beats the champion on the held-out window, else challenger."""
+    from foresight.prediction import modeling
+    from foresight.prediction import service as prediction_service
+
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    try:
+        tenant_id = _prediction_tenant(database, tenant)
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), console=err, transient=True
+        ) as bar:
+            task = bar.add_task("training", total=1.0)
+            result = prediction_service.train(
+                database,
+                tenant_id,
+                max_rul_days=max_rul_days,
+                created_by=_actor().label,
+                progress=lambda f, stage: bar.update(task, completed=f, description=stage),
+            )
+    except modeling.InsufficientData as exc:
+        err.print("[red]error:[/red] not enough data to train a model:")
+        for reason in exc.reasons:
+            err.print(f"  - {escape(reason)}", soft_wrap=True)
+        raise typer.Exit(1) from exc
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}")
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    holdout = result.metrics.get("holdout") or {}
+    window = result.metrics.get("holdout_window") or {}
+    out.print(
+        f"model version {result.version}: {result.status.value} ({escape(result.reason)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    out.print(
+        f"held-out window from {window.get('start')} ({window.get('rows')} rows):",
+        highlight=False,
+    )
+    for name, figures in holdout.items():
+        shown = ", ".join(
+            f"{k} {v:.4g}" for k, v in figures.items() if isinstance(v, float) and k != "threshold"
+        )
+        out.print(f"  {name}: {shown}", highlight=False, soft_wrap=True)
+
+
+@app.command("predict")
+def predict_command(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant name (default: the only one)")
+    ] = None,
+    asset: Annotated[
+        list[str] | None, typer.Option("--asset", help="Asset tag (repeatable; default: all)")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
+) -> None:
+    """One prediction per asset as of its latest reading (stored, as the API does): asset,
+    as_of, failure_probability_7d/14d/30d, rul_days, rul_low, rul_high, health_score, status,
+    top_factors."""
+    import csv
+
+    from foresight.prediction import service as prediction_service
+
+    if format not in ("json", "csv"):
+        err.print("[red]error:[/red] --format must be json or csv")
+        raise typer.Exit(2)
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    try:
+        tenant_id = _prediction_tenant(database, tenant)
+        asset_ids = None
+        if asset:
+            with database.transaction(write=False) as session:
+                asset_ids = prediction_service.assets_by_tag(session, tenant_id, asset)
+        rows = prediction_service.predict(database, tenant_id, asset_ids)
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}")
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    records = [prediction_service.cli_row(r) for r in rows]
+    if format == "json":
+        sys.stdout.write(json.dumps(records, indent=2) + "\n")
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(prediction_service.CLI_COLUMNS))
+    writer.writeheader()
+    for record in records:
+        record["top_factors"] = "; ".join(str(f["text"]) for f in record["top_factors"])
+        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+
+
+@models_app.command("list")
+def models_list(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant name (default: the only one)")
+    ] = None,
+) -> None:
+    """The tenant's model versions, newest first."""
+    from foresight.prediction import registry
+
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    try:
+        tenant_id = _prediction_tenant(database, tenant)
+        with database.transaction(write=False) as session:
+            versions = registry.list_versions(session, tenant_id)
+            table = Table("version", "status", "created", "RUL RMSE", "ROC AUC 30 d", "note")
+            for v in versions:
+                figures = registry.comparison_figures((v.metrics or {}).get("holdout"))
+                rmse, auc = figures["rul_rmse"], figures["roc_auc_30d"]
+                table.add_row(
+                    str(v.version),
+                    v.status.value,
+                    v.created_at.isoformat(timespec="seconds"),
+                    "" if rmse is None else f"{rmse:.2f}",
+                    "" if auc is None else f"{auc:.3f}",
+                    escape(v.note),
+                )
+    finally:
+        database.dispose()
+    out.print(table)
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[int, typer.Argument(help="Version number")],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant name (default: the only one)")
+    ] = None,
+) -> None:
+    """Make a version champion (the champion it replaces is retired)."""
+    from foresight.prediction import registry
+    from foresight.prediction import service as prediction_service
+
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    try:
+        tenant_id = _prediction_tenant(database, tenant)
+        with database.transaction() as session:
+            row = registry.by_number(session, tenant_id, version)
+            replaced = prediction_service.promote(session, tenant_id, row, actor=_actor(tenant_id))
+            gone = "" if replaced is None else f" (version {replaced.version} retired)"
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}")
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    out.print(f"model version {version} is champion{gone}", highlight=False)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant name (default: the only one)")
+    ] = None,
+) -> None:
+    """Retire the champion and bring back the one it replaced."""
+    from foresight.prediction import service as prediction_service
+
+    settings = _settings()
+    database = Database.from_url(settings.effective_database_url)
+    try:
+        tenant_id = _prediction_tenant(database, tenant)
+        with database.transaction() as session:
+            restored, retired = prediction_service.rollback(
+                session, tenant_id, actor=_actor(tenant_id)
+            )
+            message = (
+                f"model version {restored.version} is champion again "
+                f"(version {retired.version} retired)"
+            )
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {escape(exc.detail)}")
+        raise typer.Exit(1) from exc
+    finally:
+        database.dispose()
+    out.print(message, highlight=False)
+
+
 def main() -> None:
     app()
 

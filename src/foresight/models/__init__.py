@@ -24,9 +24,25 @@ from foresight.models.notifications import (
     NotificationChannel,
     NotificationOutbox,
 )
+from foresight.models.prediction import (
+    FeedbackVerdict,
+    JobStatus,
+    ModelStatus,
+    ModelVersion,
+    Prediction,
+    PredictionFeedback,
+    TrainingJob,
+)
 from foresight.models.timeseries import Reading, Rollup, SeriesLatest
 
 __all__ = [
+    "TrainingJob",
+    "PredictionFeedback",
+    "Prediction",
+    "ModelVersion",
+    "ModelStatus",
+    "JobStatus",
+    "FeedbackVerdict",
     "ActorType",
     "Alert",
     "AlertRule",
