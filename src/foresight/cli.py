@@ -822,6 +822,37 @@ def eval_anomaly(
         out.print(line, highlight=False, soft_wrap=True)
 
 
+@eval_app.command("cmapss")
+def eval_cmapss(
+    data: Annotated[Path, typer.Option(help="NASA C-MAPSS FD001 training file")] = Path(
+        "../shared/data/cmapss/train_FD001.txt"
+    ),
+    folds: Annotated[int, typer.Option(min=2, help="Folds, engines split by unit")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the cut-offs")] = 0,
+    max_rul_days: Annotated[int, typer.Option(min=1, help="RUL cap for train")] = 125,
+    engines: Annotated[
+        int | None, typer.Option(min=4, help="Only the first N engines (default: all)")
+    ] = None,
+) -> None:
+    """RUL RMSE, PHM08 and ROC AUC (30 d) of C-MAPSS FD001 through the documented commands:
+    per fold a tenant, import readings and failures, train --max-rul-days, predict."""
+    from foresight.prediction import cmapss_e2e
+
+    if not data.exists():
+        err.print(f"[red]error:[/red] {data} not found")
+        raise typer.Exit(2)
+
+    def progress(done: int, total: int, rmse: float) -> None:
+        err.print(f"fold {done}/{total}: RUL RMSE {rmse:.2f}")
+
+    result = cmapss_e2e.run(
+        data, folds=folds, seed=seed, max_rul_days=max_rul_days, engines=engines,
+        progress=progress,
+    )  # fmt: skip
+    for line in cmapss_e2e.lines(result):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 @bench_app.command("import")
 def bench_import(
     points: Annotated[int, typer.Option("--points", min=1, help="Points to import")] = 2_000_000,
