@@ -217,8 +217,9 @@ def train(
         session.flush()
         if promoted:
             registry.promote(session, version, by=created_by)
-        report(1.0, "done")
-        return TrainResult(version.id, version.version, version.status, promoted, reason, metrics)
+        result = TrainResult(version.id, version.version, version.status, promoted, reason, metrics)
+    report(1.0, "done")  # outside the write transaction: the callback may write (job progress)
+    return result
 
 
 def _json_config(config: FeatureConfig) -> dict[str, Any]:
@@ -474,14 +475,17 @@ def predict(
     include_explanation: bool = True,
     *,
     store: bool = True,
+    session: Session | None = None,
 ) -> list[PredictionRow]:
-    """Score the assets (all of the tenant's, or ``asset_ids``, in that order) and store it."""
+    """Score the assets (all of the tenant's, or ``asset_ids``, in that order) and store the
+    predictions: in ``session`` when given (a request's write transaction: on SQLite a second
+    writer would wait for it forever), else in a transaction of their own."""
     now = utcnow()
-    with db.transaction(write=False) as session:
-        assets = _resolve_assets(session, tenant_id, asset_ids)
-        current = registry.champion(session, tenant_id)
+    with db.transaction(write=False) as reader:
+        assets = _resolve_assets(reader, tenant_id, asset_ids)
+        current = registry.champion(reader, tenant_id)
         cap = (
-            current.max_rul_days if current is not None else tenant_max_rul_days(session, tenant_id)
+            current.max_rul_days if current is not None else tenant_max_rul_days(reader, tenant_id)
         )
     rows: dict[uuid.UUID, PredictionRow] = {}
     reasons: dict[uuid.UUID, str] = {}
@@ -541,20 +545,23 @@ def predict(
                     top_factors=model_factors(contrib, j, specs) if contrib is not None else [],
                 )
     if reasons:
-        with db.transaction(write=False) as session:
+        with db.transaction(write=False) as reader:
             for a in assets:
                 if a.id in reasons:
                     rows[a.id] = fallback_prediction(
-                        session, a, reason=reasons[a.id], now=now, max_rul_days=cap,
+                        reader, a, reason=reasons[a.id], now=now, max_rul_days=cap,
                         include_explanation=include_explanation,
                     )  # fmt: skip
     ordered = [rows[a.id] for a in assets]
     for r in ordered:
         r.health_score, r.status = _health(r)
         r.id = uuid.uuid4()
-    if store:
-        with db.transaction() as session:
-            session.add_all([r.to_model(tenant_id) for r in ordered])
+    if store and session is not None:
+        session.add_all([r.to_model(tenant_id) for r in ordered])
+        session.flush()
+    elif store:
+        with db.transaction() as own:
+            own.add_all([r.to_model(tenant_id) for r in ordered])
     return ordered
 
 
