@@ -31,19 +31,18 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from sqlalchemy import select
 
 from foresight.config import Settings
 from foresight.detection.anomaly import MinuteScore
 from foresight.detection.engine import AlertHook, AlertListener
+from foresight.detection.worker import DetectionCollector
 from foresight.kit.db import Database
 from foresight.kit.logging import get_logger
 from foresight.models import Alert, Sensor
@@ -259,7 +258,7 @@ class DetectionProcesses:
         self.points_total = 0
         self.stage_seconds = dict.fromkeys(_STAGES, 0.0)
         if registry is not None:
-            registry.register(_Collector(self))
+            registry.register(DetectionCollector(self, restarts=lambda: self.restarts))
 
     @property
     def processes(self) -> int:
@@ -515,35 +514,3 @@ def detection_from_settings(
         anomaly_listeners=anomaly_listeners,
         registry=registry,
     )
-
-
-class _Collector(Collector):
-    """The same metrics as the threaded worker's, summed over the children."""
-
-    def __init__(self, owner: DetectionProcesses) -> None:
-        self.owner = owner
-
-    def collect(self) -> Iterator[Metric]:
-        owner = self.owner
-        yield CounterMetricFamily(
-            "foresight_detection_points", "New points detection has processed",
-            value=owner.points_total,
-        )  # fmt: skip
-        seconds = CounterMetricFamily(
-            "foresight_detection_seconds",
-            "Wall time detection spent, by stage (rules, anomaly, alerts)",
-            labels=["stage"],
-        )
-        for stage, value in list(owner.stage_seconds.items()):
-            seconds.add_metric([stage], value)
-        yield seconds
-        yield GaugeMetricFamily(
-            "foresight_detection_backlog_points",
-            "New points waiting for detection (queued plus the batch being evaluated)",
-            value=owner.backlog_points,
-        )
-        yield CounterMetricFamily(
-            "foresight_detection_process_restarts",
-            "Detection processes started again after dying",
-            value=owner.restarts,
-        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -75,7 +76,15 @@ class DetectionWorker:
         self._stop = False
         self._thread: threading.Thread | None = None
         if registry is not None:
-            registry.register(_Collector(self))
+            registry.register(DetectionCollector(self))
+
+    @property
+    def points_total(self) -> int:
+        return self.engine.points_total
+
+    @property
+    def stage_seconds(self) -> dict[str, float]:
+        return self.engine.stage_seconds
 
     @property
     def backlog_points(self) -> int:
@@ -166,31 +175,40 @@ class DetectionWorker:
                     self._cond.notify_all()
 
 
-class _Collector(Collector):
-    """Detection cost and backlog, read at scrape time (nothing is counted per point)."""
+class DetectionCollector(Collector):
+    """Detection cost and backlog, read at scrape time (nothing is counted per point); the same
+    metrics for the threaded worker and for detection processes (summed over the children)."""
 
-    def __init__(self, worker: DetectionWorker) -> None:
-        self.worker = worker
+    def __init__(self, source: Any, *, restarts: Callable[[], int] | None = None) -> None:
+        # ``source`` has points_total, stage_seconds and backlog_points.
+        self.source = source
+        self.restarts = restarts
 
     def collect(self) -> Iterator[Metric]:
-        engine = self.worker.engine
+        source = self.source
         yield CounterMetricFamily(
             "foresight_detection_points", "New points detection has processed",
-            value=engine.points_total,
+            value=source.points_total,
         )  # fmt: skip
         seconds = CounterMetricFamily(
             "foresight_detection_seconds",
             "Wall time detection spent, by stage (rules, anomaly, alerts)",
             labels=["stage"],
         )
-        for stage, value in list(engine.stage_seconds.items()):
+        for stage, value in list(source.stage_seconds.items()):
             seconds.add_metric([stage], value)
         yield seconds
         yield GaugeMetricFamily(
             "foresight_detection_backlog_points",
             "New points waiting for detection (queued plus the batch being evaluated)",
-            value=self.worker.backlog_points,
+            value=source.backlog_points,
         )
+        if self.restarts is not None:
+            yield CounterMetricFamily(
+                "foresight_detection_process_restarts",
+                "Detection processes started again after dying",
+                value=self.restarts(),
+            )
 
 
 def _merge(batch: list[Columns]) -> Columns:
