@@ -133,6 +133,9 @@ class Prediction(IdMixin, Base):
     confidence: Mapped[float | None] = mapped_column(Float, default=None)
     health_score: Mapped[float | None] = mapped_column(Float, default=None)
     status: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Points the score lost per signal (see prediction.health), and its trend in points per week.
+    health_penalties: Mapped[dict[str, float] | None] = mapped_column(JSONType, default=None)
+    health_trend: Mapped[float | None] = mapped_column(Float, default=None)
     top_factors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
 
 

@@ -355,6 +355,8 @@ class PredictionRow:
     status: str | None = None
     top_factors: list[dict[str, Any]] = field(default_factory=list)
     id: uuid.UUID | None = None
+    health_penalties: dict[str, float] | None = None
+    health_trend: float | None = None  # points per week over the last four weeks
 
     def to_model(self, tenant_id: uuid.UUID) -> Prediction:
         p = self.failure_probability
@@ -379,6 +381,8 @@ class PredictionRow:
             health_score=self.health_score,
             status=self.status,
             top_factors=self.top_factors,
+            health_penalties=self.health_penalties,
+            health_trend=self.health_trend,
         )
 
     @classmethod
@@ -412,6 +416,8 @@ class PredictionRow:
             health_score=row.health_score,
             status=row.status,
             top_factors=list(row.top_factors or []),
+            health_penalties=None if row.health_penalties is None else dict(row.health_penalties),
+            health_trend=row.health_trend,
         )
 
 
