@@ -139,7 +139,11 @@ def test_predictions_as_of_the_latest_reading_with_phrased_factors(
         assert r.rul_low is not None and r.rul_days is not None and r.rul_high is not None
         assert 0 <= r.rul_low <= r.rul_days <= r.rul_high <= 180
         assert r.confidence is not None and 0 <= r.confidence <= 1
-        assert r.health_score is None and r.status is None  # until the health module lands
+        # No alerts, anomalies or maintenance due: only the model's risk costs points.
+        assert r.health_penalties is not None and r.health_score is not None
+        assert r.health_penalties["open_alerts"] == r.health_penalties["anomaly"] == 0
+        assert r.health_score == round(max(0.0, 100 - sum(r.health_penalties.values())), 1)
+        assert r.status in {"healthy", "warning", "critical"} and r.health_trend is None
         assert 1 <= len(r.top_factors) <= service.TOP_K
         mags = [abs(f["contribution"]) for f in r.top_factors]
         assert mags == sorted(mags, reverse=True)

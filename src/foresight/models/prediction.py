@@ -110,6 +110,8 @@ class Prediction(IdMixin, Base):
     __tablename__ = "predictions"
     __table_args__ = (
         Index("ix_predictions_tenant_asset_computed", "tenant_id", "asset_id", "computed_at"),
+        # The health trend reads an asset's scores by data time.
+        Index("ix_predictions_tenant_asset_as_of", "tenant_id", "asset_id", "as_of"),
     )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))

@@ -118,13 +118,27 @@ def trend_per_week(
         for t, s in zip(times, scores, strict=True)
         if 0 <= (end - t).total_seconds() / 86400.0 <= TREND_WINDOW_DAYS and math.isfinite(s)
     ]
-    if len(pairs) < 2:
-        return None
     xs = [x for x, _ in pairs]
-    if max(xs) - min(xs) < 1.0:
+    ys = [y for _, y in pairs]
+    span = max(xs) - min(xs) if xs else 0.0
+    return trend_from_sums(
+        len(pairs),
+        sum(xs),
+        sum(ys),
+        sum(x * x for x in xs),
+        sum(x * y for x, y in pairs),
+        span,
+    )
+
+
+def trend_from_sums(
+    n: int, sx: float, sy: float, sxx: float, sxy: float, span_days: float
+) -> float | None:
+    """The least-squares slope in points per week from the sums over (x days, y score); None
+    with fewer than two scores or when they span less than a day."""
+    if n < 2 or span_days < 1.0:
         return None
-    mx = sum(xs) / len(xs)
-    my = sum(y for _, y in pairs) / len(pairs)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    sxy = sum((x - mx) * (y - my) for x, y in pairs)
-    return round(sxy / sxx * 7.0, 2)
+    denominator = n * sxx - sx * sx
+    if denominator <= 0:
+        return None
+    return round((n * sxy - sx * sy) / denominator * 7.0, 2)

@@ -25,8 +25,9 @@ of its latest reading (``now`` when it has none)::
     max_rul_days;  confidence = 0.2 (a rule, not a learned model).
 
 Each term that is not zero is one of the fallback's ``top_factors`` (its share of ``lam`` as the
-contribution). The health score and status are filled in by the health module when it lands
-(``health_score`` / ``status`` are None until then; see :func:`_health`).
+contribution). Every prediction, model or fallback, carries the health score, status, the points
+each signal cost (``health_penalties``) and the trend of the stored scores (``health_trend``):
+``prediction.health`` has the formula, ``prediction.signals`` what it is fed.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ from foresight.models import (
     Tenant,
     TrainingJob,
 )
-from foresight.prediction import modeling, registry
+from foresight.prediction import modeling, registry, signals
 from foresight.prediction.features import FeatureConfig, FeatureFrame, FeatureSpec, build_dataset
+from foresight.prediction.health import health as health_score
 
 DEFAULT_MAX_RUL_DAYS = 180.0
 HOLDOUT_FRACTION = 0.2
@@ -469,9 +471,18 @@ def _too_little_history(frame: FeatureFrame, row: int) -> str | None:
     return None
 
 
-def _health(row: PredictionRow) -> tuple[float | None, str | None]:
-    """Hook for ``foresight.prediction.health`` (not landed yet): (health_score, status)."""
-    return None, None
+def _attach_health(db: Database, assets: Sequence[Asset], rows: Sequence[PredictionRow]) -> None:
+    """Fill in each row's health score, status, breakdown and trend (``prediction.health`` from
+    the prediction and the signals ``prediction.signals`` gathers, at the row's ``as_of``)."""
+    times = {r.asset_id: r.as_of or r.computed_at for r in rows}
+    with db.transaction(write=False) as reader:
+        found = signals.gather(reader, assets, times)
+    for r in rows:
+        s = found[r.asset_id]
+        p = r.failure_probability
+        h = health_score(s.inputs(p.get(7), p.get(30), r.rul_days))
+        r.health_score, r.status, r.health_penalties = h.score, h.status, h.penalties
+        r.health_trend = s.trend_with(h.score)
 
 
 def predict(
@@ -559,8 +570,8 @@ def predict(
                         include_explanation=include_explanation,
                     )  # fmt: skip
     ordered = [rows[a.id] for a in assets]
+    _attach_health(db, assets, ordered)
     for r in ordered:
-        r.health_score, r.status = _health(r)
         r.id = uuid.uuid4()
     if store and session is not None:
         session.add_all([r.to_model(tenant_id) for r in ordered])

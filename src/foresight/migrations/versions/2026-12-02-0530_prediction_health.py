@@ -1,4 +1,4 @@
-"""prediction health breakdown and trend
+"""prediction health breakdown and trend (and an index by data time)
 
 Revision ID: e1a4c27b9f30
 Revises: d726fc1ab597
@@ -29,9 +29,16 @@ def upgrade() -> None:
             )
         )
         batch.add_column(sa.Column("health_trend", sa.Float(), nullable=True))
+    op.create_index(
+        "ix_predictions_tenant_asset_as_of",
+        "predictions",
+        ["tenant_id", "asset_id", "as_of"],
+        unique=False,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_predictions_tenant_asset_as_of", table_name="predictions")
     with op.batch_alter_table("predictions") as batch:
         batch.drop_column("health_trend")
         batch.drop_column("health_penalties")

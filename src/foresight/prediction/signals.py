@@ -1,0 +1,198 @@
+"""What the platform knows about each asset at a point in time, gathered in bulk for the health
+score (``foresight.prediction.health``): criticality, open alerts by severity, the recent anomaly
+score, overdue planned maintenance, whether the asset is down, and the trend of its stored scores.
+
+Each signal is one query for all the assets being scored (scoring 1,000 assets costs the same
+handful of queries as scoring one), each asset measured at its own time ``t`` (its prediction's
+``as_of``, the latest reading; ``now`` for an asset that never reported):
+
+- open alerts: alerts not resolved now (open or acknowledged), counted by severity;
+- anomaly level: the highest anomaly score of any detector in the hour up to ``t``;
+- overdue maintenance: days from the earliest still-``scheduled`` record's ``scheduled_for`` to
+  ``t`` (nothing when it is not yet due);
+- failed: a ``failure`` record ``in_progress`` that started by ``t``;
+- trend: the least-squares slope of the scores stored for the asset with ``as_of`` in the four
+  weeks up to ``t``, together with the score being computed now, in points per week — computed
+  in the database from sums (n, Σx, Σy, Σx², Σxy), so hourly scoring of a large fleet does not
+  read every stored prediction back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy.orm import Session
+
+from foresight.kit.time import as_utc
+from foresight.models import (
+    Alert,
+    AlertStatus,
+    AnomalyScore,
+    Asset,
+    MaintenanceKind,
+    MaintenanceRecord,
+    MaintenanceStatus,
+    Prediction,
+)
+from foresight.prediction.health import TREND_WINDOW_DAYS, HealthInputs, trend_from_sums
+
+ANOMALY_WINDOW_MS = 3_600_000
+#: Anomaly scores at or below this cost nothing in the health score, so they are not read.
+ANOMALY_FLOOR = 0.5
+DAY_S = 86_400.0
+
+
+@dataclass
+class AssetSignals:
+    criticality: str = "medium"
+    open_alerts: dict[str, int] = field(default_factory=dict)
+    anomaly_score: float | None = None
+    days_overdue: float | None = None
+    failed: bool = False
+    # Sums over the stored scores of the trend window, x in days relative to ``t``.
+    trend_sums: tuple[int, float, float, float, float, float, float] | None = None
+
+    def inputs(self, p7: float | None, p30: float | None, rul_days: float | None) -> HealthInputs:
+        return HealthInputs(
+            p7=p7,
+            p30=p30,
+            rul_days=rul_days,
+            criticality=self.criticality,
+            open_alerts=dict(self.open_alerts),
+            anomaly_score=self.anomaly_score,
+            days_overdue=self.days_overdue,
+            failed=self.failed,
+        )
+
+    def trend_with(self, score: float) -> float | None:
+        """The trend of the stored scores plus ``score`` (at x = 0, the time ``t``)."""
+        n, sx, sy, sxx, sxy, lo, hi = self.trend_sums or (0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        return trend_from_sums(n + 1, sx, sy + score, sxx, sxy, hi - lo)
+
+
+def _epoch_days(session: Session, column: Any) -> ColumnElement[Any]:
+    """``column`` as days since the epoch, in the database's own arithmetic."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(func.extract("epoch", column), Float) / DAY_S
+    return cast(func.julianday(column), Float) - 2440587.5
+
+
+def gather(
+    session: Session, assets: Sequence[Asset], times: Mapping[uuid.UUID, datetime]
+) -> dict[uuid.UUID, AssetSignals]:
+    """Each asset's signals at its time in ``times`` (see the module docstring)."""
+    if not assets:
+        return {}
+    out = {a.id: AssetSignals(criticality=a.criticality.value) for a in assets}
+    ids = list(out)
+    tenant_id = assets[0].tenant_id
+    t_ms = {aid: int(as_utc(times[aid]).timestamp() * 1000) for aid in ids}
+    latest = max(times[aid] for aid in ids)
+
+    for aid, severity, n in session.execute(
+        select(Alert.asset_id, Alert.severity, func.count())
+        .where(
+            Alert.tenant_id == tenant_id,
+            Alert.asset_id.in_(ids),
+            Alert.status != AlertStatus.resolved,
+        )
+        .group_by(Alert.asset_id, Alert.severity)
+    ):
+        if aid in out:
+            out[aid].open_alerts[severity.value] = int(n)
+
+    lo_ms = min(t_ms.values()) - ANOMALY_WINDOW_MS
+    hi_ms = max(t_ms.values())
+    for aid, minute_ms, score in session.execute(
+        select(AnomalyScore.asset_id, AnomalyScore.minute_ms, AnomalyScore.score).where(
+            AnomalyScore.tenant_id == tenant_id,
+            AnomalyScore.asset_id.in_(ids),
+            AnomalyScore.minute_ms >= lo_ms,
+            AnomalyScore.minute_ms <= hi_ms,
+            AnomalyScore.score > ANOMALY_FLOOR,
+        )
+    ):
+        t = t_ms[aid]
+        if t - ANOMALY_WINDOW_MS <= minute_ms <= t:
+            current = out[aid].anomaly_score
+            out[aid].anomaly_score = float(score) if current is None else max(current, score)
+
+    for aid, due in session.execute(
+        select(MaintenanceRecord.asset_id, func.min(MaintenanceRecord.scheduled_for))
+        .where(
+            MaintenanceRecord.tenant_id == tenant_id,
+            MaintenanceRecord.asset_id.in_(ids),
+            MaintenanceRecord.status == MaintenanceStatus.scheduled,
+            MaintenanceRecord.scheduled_for.is_not(None),
+        )
+        .group_by(MaintenanceRecord.asset_id)
+    ):
+        late = 0.0 if due is None else (as_utc(times[aid]) - as_utc(due)) / timedelta(days=1)
+        if late > 0:
+            out[aid].days_overdue = late
+
+    down: dict[uuid.UUID, list[datetime]] = defaultdict(list)
+    for aid, started in session.execute(
+        select(MaintenanceRecord.asset_id, MaintenanceRecord.started_at).where(
+            MaintenanceRecord.tenant_id == tenant_id,
+            MaintenanceRecord.asset_id.in_(ids),
+            MaintenanceRecord.kind == MaintenanceKind.failure,
+            MaintenanceRecord.status == MaintenanceStatus.in_progress,
+        )
+    ):
+        down[aid].append(as_utc(started) if started is not None else latest)
+    for aid, starts in down.items():
+        out[aid].failed = any(s <= as_utc(times[aid]) for s in starts)
+
+    _trend_sums(session, tenant_id, out, times)
+    return out
+
+
+def _trend_sums(
+    session: Session,
+    tenant_id: uuid.UUID,
+    out: dict[uuid.UUID, AssetSignals],
+    times: Mapping[uuid.UUID, datetime],
+) -> None:
+    """Per asset, sums over its stored scores with ``as_of`` in the trend window up to its time.
+
+    Assets are grouped by time (a fleet scored as of one cut-off is one query), x counted in days
+    from that time so the sums stay small."""
+    by_time: dict[datetime, list[uuid.UUID]] = defaultdict(list)
+    for aid in out:
+        by_time[as_utc(times[aid])].append(aid)
+    for t, group in by_time.items():
+        x = _epoch_days(session, Prediction.as_of) - t.timestamp() / DAY_S
+        y = Prediction.health_score
+        rows = session.execute(
+            select(
+                Prediction.asset_id,
+                func.count(),
+                func.sum(x),
+                func.sum(y),
+                func.sum(x * x),
+                func.sum(x * y),
+                func.min(x),
+                func.max(x),
+            )
+            .where(
+                Prediction.tenant_id == tenant_id,
+                Prediction.asset_id.in_(group),
+                Prediction.health_score.is_not(None),
+                Prediction.as_of.is_not(None),
+                Prediction.as_of >= t - timedelta(days=TREND_WINDOW_DAYS),
+                Prediction.as_of <= t,
+            )
+            .group_by(Prediction.asset_id)
+        )
+        for aid, n, *sums in rows:
+            if n and all(v is not None for v in sums):
+                sx, sy, sxx, sxy, lo, hi = (float(v) for v in sums)
+                out[aid].trend_sums = (int(n), sx, sy, sxx, sxy, lo, hi)

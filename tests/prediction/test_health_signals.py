@@ -1,0 +1,190 @@
+"""Health in every prediction: the signals gathered per asset at its own time, and the trend."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import numpy as np
+import pytest
+
+from foresight.kit.db import Database
+from foresight.maintenance import service as maintenance_service
+from foresight.maintenance.schemas import MaintenanceCreate
+from foresight.models import (
+    Alert,
+    AlertStatus,
+    AnomalyScore,
+    Asset,
+    Criticality,
+    Prediction,
+    Severity,
+    Tenant,
+)
+from foresight.prediction import service
+from foresight.prediction.health import HealthInputs, health, trend_per_week
+from foresight.timeseries.store import write_arrays
+from tests.factories import Factory
+from tests.prediction.fleet_sim import DAY_MS, HOUR_MS, T0, add_asset, at, principal
+
+LAST = T0 + 40 * DAY_MS  # every asset's latest reading
+
+
+@pytest.fixture
+def tenant(factory: Factory) -> Tenant:
+    return factory.tenant()
+
+
+def _asset(db: Database, tenant: Tenant, tag: str, *, criticality: str = "medium") -> uuid.UUID:
+    asset_id, series = add_asset(db, tenant.id, tag)
+    ts = np.arange(T0, LAST + 1, HOUR_MS, dtype=np.int64)
+    with db.transaction() as session:
+        session.get_one(Asset, asset_id).criticality = Criticality(criticality)
+        for sid in series.values():
+            write_arrays(session, np.full(ts.shape, sid), ts, np.full(ts.shape, 1.0))
+    return asset_id
+
+
+def _alert(db: Database, tenant: Tenant, asset_id: uuid.UUID, severity: Severity,
+           status: AlertStatus = AlertStatus.open) -> None:  # fmt: skip
+    with db.transaction() as session:
+        session.add(
+            Alert(
+                tenant_id=tenant.id,
+                asset_id=asset_id,
+                source=f"rule:{uuid.uuid4()}",
+                severity=severity,
+                status=status,
+                title="t",
+                triggered_at=at(LAST),
+                last_triggered_at=at(LAST),
+            )
+        )
+
+
+def _anomaly(db: Database, tenant: Tenant, asset_id: uuid.UUID, minute_ms: int, score: float,
+             detector: str = "series") -> None:  # fmt: skip
+    with db.transaction() as session:
+        session.add(
+            AnomalyScore(
+                asset_id=asset_id,
+                detector=detector,
+                minute_ms=minute_ms,
+                tenant_id=tenant.id,
+                score=score,
+                flag=score >= 1,
+                kind="spike",
+            )
+        )
+
+
+def _maintenance(db: Database, tenant: Tenant, asset_id: uuid.UUID, **fields: object) -> None:
+    with db.transaction() as session:
+        maintenance_service.create_record(
+            session,
+            principal=principal(tenant.id),
+            asset_id=asset_id,
+            data=MaintenanceCreate.model_validate(fields),
+        )
+
+
+def test_each_signal_reaches_the_score_at_the_assets_own_time(db: Database, tenant: Tenant) -> None:
+    quiet = _asset(db, tenant, "QUIET", criticality="high")
+    alerted = _asset(db, tenant, "ALERTED")
+    _alert(db, tenant, alerted, Severity.critical)
+    _alert(db, tenant, alerted, Severity.warning, AlertStatus.acknowledged)
+    _alert(db, tenant, alerted, Severity.emergency, AlertStatus.resolved)  # resolved: no cost
+    _alert(db, tenant, quiet, Severity.info, AlertStatus.resolved)
+    anomalous = _asset(db, tenant, "ANOMALOUS")
+    _anomaly(db, tenant, anomalous, LAST - 10 * 60_000, 1.25)
+    _anomaly(db, tenant, anomalous, LAST - 20 * 60_000, 0.9, detector="asset")
+    _anomaly(db, tenant, anomalous, LAST - 2 * HOUR_MS, 9.0)  # before the last hour: not counted
+    _anomaly(db, tenant, quiet, LAST - 10 * 60_000, 0.4)  # below the floor
+    overdue = _asset(db, tenant, "OVERDUE")
+    _maintenance(db, tenant, overdue, kind="preventive", status="scheduled",
+                 scheduled_for=at(LAST - 15 * DAY_MS).isoformat())  # fmt: skip
+    _maintenance(db, tenant, overdue, kind="inspection", status="scheduled",
+                 scheduled_for=at(LAST + 5 * DAY_MS).isoformat())  # fmt: skip
+    _maintenance(db, tenant, quiet, kind="preventive", status="scheduled",
+                 scheduled_for=at(LAST + 3 * DAY_MS).isoformat())  # not due yet  # fmt: skip
+    down = _asset(db, tenant, "DOWN")
+    _maintenance(db, tenant, down, kind="failure", status="in_progress",
+                 started_at=at(LAST - DAY_MS).isoformat())  # fmt: skip
+
+    rows = {r.asset_tag: r for r in service.predict(db, tenant.id)}  # no model: fallback rows
+
+    def expected(row: service.PredictionRow, **signals: object) -> HealthInputs:
+        p = row.failure_probability
+        return HealthInputs(p7=p[7], p30=p[30], rul_days=row.rul_days, **signals)  # type: ignore[arg-type]
+
+    cases = {
+        "QUIET": {"criticality": "high"},
+        "ALERTED": {"open_alerts": {"critical": 1, "warning": 1}},
+        "ANOMALOUS": {"anomaly_score": 1.25},
+        "OVERDUE": {"days_overdue": 15.0},
+        "DOWN": {"failed": True},
+    }
+    for tag, signals in cases.items():
+        row = rows[tag]
+        h = health(expected(row, **signals))
+        assert (row.health_score, row.status, row.health_penalties) == (
+            h.score,
+            h.status,
+            h.penalties,
+        ), tag
+    assert rows["ALERTED"].health_penalties["open_alerts"] == 20.0  # type: ignore[index]
+    assert rows["ANOMALOUS"].health_penalties["anomaly"] == 5.0  # type: ignore[index]
+    assert rows["OVERDUE"].health_penalties["overdue_maintenance"] == 5.0  # type: ignore[index]
+    assert rows["DOWN"].status == "failed"
+    assert rows["ALERTED"].status == "warning"  # a critical alert is open
+    assert rows["QUIET"].health_penalties["open_alerts"] == 0  # type: ignore[index]
+    # Stored with the prediction and read back the same.
+    with db.transaction(write=False) as session:
+        history = service.history(session, tenant.id, overdue)
+    assert history[0].health_penalties == rows["OVERDUE"].health_penalties
+    assert history[0].health_score == rows["OVERDUE"].health_score
+
+
+def _stored(db: Database, tenant: Tenant, asset_id: uuid.UUID, as_of: datetime,
+            score: float | None) -> None:  # fmt: skip
+    with db.transaction() as session:
+        session.add(
+            Prediction(
+                tenant_id=tenant.id,
+                asset_id=asset_id,
+                as_of=as_of,
+                computed_at=as_of,
+                fallback=True,
+                health_score=score,
+                top_factors=[],
+            )
+        )
+
+
+def test_trend_is_the_slope_of_the_stored_scores_and_the_new_one(
+    db: Database, tenant: Tenant
+) -> None:
+    falling = _asset(db, tenant, "FALLING")
+    fresh = _asset(db, tenant, "FRESH")
+    end = at(LAST)
+    days = [27.5, 20, 13, 6, 2]  # days before the latest reading
+    scores = [100.0, 96.0, 95.0, 90.0, 88.0]
+    for d, s in zip(days, scores, strict=True):
+        _stored(db, tenant, falling, end - timedelta(days=d), s)
+    _stored(db, tenant, falling, end - timedelta(days=40), 10.0)  # outside the four weeks
+    _stored(db, tenant, falling, end - timedelta(days=3), None)  # no score: not counted
+    _stored(db, tenant, fresh, end - timedelta(hours=2), 50.0)  # less than a day of history
+
+    rows = {r.asset_tag: r for r in service.predict(db, tenant.id)}
+
+    new = rows["FALLING"].health_score
+    assert new is not None
+    times = [end - timedelta(days=d) for d in days] + [end]
+    want = trend_per_week(times, [*scores, new], now=end)
+    assert want is not None and want < 0
+    assert rows["FALLING"].health_trend == pytest.approx(want, abs=0.011)
+    assert rows["FRESH"].health_trend is None
+    # The next scoring counts this one too.
+    again = {r.asset_tag: r for r in service.predict(db, tenant.id)}
+    assert again["FALLING"].health_trend is not None
+    assert again["FRESH"].health_trend is None  # both points at the same time
