@@ -188,3 +188,35 @@ def test_trend_is_the_slope_of_the_stored_scores_and_the_new_one(
     again = {r.asset_tag: r for r in service.predict(db, tenant.id)}
     assert again["FALLING"].health_trend is not None
     assert again["FRESH"].health_trend is None  # both points at the same time
+
+
+def test_the_asset_carries_its_latest_score_and_changes_become_live_events(
+    db: Database, tenant: Tenant
+) -> None:
+    asset_id = _asset(db, tenant, "PUMP")
+    (first,) = service.predict(db, tenant.id)
+    with db.transaction(write=False) as session:
+        assert session.get_one(Asset, asset_id).health_score == first.health_score
+    events = service.health_events([first])
+    assert [(a, e["type"]) for a, e in events] == [(asset_id, "health")]
+    assert events[0][1]["data"]["health_score"] == first.health_score
+    assert events[0][1]["data"]["previous"] is None
+
+    (same,) = service.predict(db, tenant.id)  # nothing changed: no event
+    assert same.previous_health_score == first.health_score
+    assert service.health_events([same]) == []
+
+    _alert(db, tenant, asset_id, Severity.emergency)
+    (worse,) = service.predict(db, tenant.id)
+    assert worse.health_score is not None and first.health_score is not None
+    assert worse.health_score < first.health_score and worse.status == "critical"
+    ((_, event),) = service.health_events([worse])
+    assert event["data"]["previous"] == first.health_score
+    assert event["data"]["status"] == "critical"
+    with db.transaction(write=False) as session:
+        assert session.get_one(Asset, asset_id).health_score == worse.health_score
+    # Not stored: neither the asset nor the history change.
+    (dry,) = service.predict(db, tenant.id, store=False)
+    with db.transaction(write=False) as session:
+        assert len(service.history(session, tenant.id, asset_id)) == 3
+        assert dry.previous_health_score is None

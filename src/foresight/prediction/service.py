@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
@@ -49,6 +49,7 @@ from foresight.audit.schemas import Actor
 from foresight.kit.db import Database
 from foresight.kit.errors import NotFound
 from foresight.kit.time import as_utc, from_ms, utcnow
+from foresight.live.events import Event, health_event
 from foresight.models import (
     Alert,
     AlertStatus,
@@ -359,6 +360,8 @@ class PredictionRow:
     id: uuid.UUID | None = None
     health_penalties: dict[str, float] | None = None
     health_trend: float | None = None  # points per week over the last four weeks
+    # The asset's health score before this prediction was stored (not stored itself).
+    previous_health_score: float | None = None
 
     def to_model(self, tenant_id: uuid.UUID) -> Prediction:
         p = self.failure_probability
@@ -574,12 +577,48 @@ def predict(
     for r in ordered:
         r.id = uuid.uuid4()
     if store and session is not None:
-        session.add_all([r.to_model(tenant_id) for r in ordered])
-        session.flush()
+        _store(session, tenant_id, ordered)
     elif store:
         with db.transaction() as own:
-            own.add_all([r.to_model(tenant_id) for r in ordered])
+            _store(own, tenant_id, ordered)
     return ordered
+
+
+def _store(session: Session, tenant_id: uuid.UUID, rows: Sequence[PredictionRow]) -> None:
+    """Store the predictions and make each asset's ``health_score`` the new one (the score it
+    had is kept on the row, for :func:`health_events`)."""
+    ids = [r.asset_id for r in rows]
+    found = session.execute(select(Asset.id, Asset.health_score).where(Asset.id.in_(ids))).all()
+    previous: dict[uuid.UUID, float | None] = dict(found)
+    session.add_all([r.to_model(tenant_id) for r in rows])
+    changes = []
+    for r in rows:
+        r.previous_health_score = previous.get(r.asset_id)
+        if r.health_score is not None and r.health_score != r.previous_health_score:
+            changes.append({"id": r.asset_id, "health_score": r.health_score})
+    session.flush()
+    if changes:
+        session.execute(update(Asset), changes)
+
+
+def health_events(rows: Sequence[PredictionRow]) -> list[tuple[uuid.UUID, Event]]:
+    """The live ``health`` events of stored predictions whose score changed, to publish (e.g.
+    ``live.publish(tenant_id, asset_id, event)``) once the transaction that stored them
+    committed."""
+    return [
+        (
+            r.asset_id,
+            health_event(
+                health_score=r.health_score,
+                previous=r.previous_health_score,
+                status=r.status,
+                trend=r.health_trend,
+                prediction_id=None if r.id is None else str(r.id),
+            ),
+        )
+        for r in rows
+        if r.health_score is not None and r.health_score != r.previous_health_score
+    ]
 
 
 # --- the rule-based fallback ------------------------------------------------------------------
