@@ -118,6 +118,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         # Detection in a thread, so tests can reach the engine; tests/detection/test_processes.py
         # covers the default (child processes).
         detection_processes=0,
+        # No scoring or training behind the tests' backs; tests/prediction/test_schedule.py
+        # turns the schedules on where it means to.
+        schedule_embedded=False,
     )
 
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -39,6 +39,9 @@ from foresight.kit.db import Database
 from foresight.kit.errors import DomainError
 from foresight.models import Role
 from foresight.tenants import service as tenants_service
+
+if TYPE_CHECKING:
+    from foresight.prediction.service import TrainResult
 
 app = typer.Typer(help="Foresight: predictive maintenance.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
@@ -963,27 +966,71 @@ def train_command(
             help="Cap of the RUL target in days (default: tenant setting max_rul_days, or 180)",
         ),
     ] = None,
+    all_tenants: Annotated[
+        bool,
+        typer.Option(
+            "--all-tenants",
+            help="Every tenant with failure records, one after the other (for cron); a "
+            "tenant that fails is reported and the others go on (exit 1 if any failed)",
+        ),
+    ] = False,
 ) -> None:
     """Train failure-probability and RUL models on the tenant's stored history and register
     the version: champion if it beats the champion on the held-out window, else challenger."""
     from foresight.prediction import modeling
+    from foresight.prediction import schedule as prediction_schedule
     from foresight.prediction import service as prediction_service
 
+    if all_tenants and tenant is not None:
+        err.print("[red]error:[/red] --all-tenants and --tenant exclude each other")
+        raise typer.Exit(2)
     settings = _settings()
     database = Database.from_url(settings.effective_database_url)
-    try:
-        tenant_id = _prediction_tenant(database, tenant)
+
+    def train_one(tenant_id: uuid.UUID, label: str = "") -> prediction_service.TrainResult:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), console=err, transient=True
         ) as bar:
-            task = bar.add_task("training", total=1.0)
-            result = prediction_service.train(
+            task = bar.add_task(f"{label}training", total=1.0)
+            return prediction_service.train(
                 database,
                 tenant_id,
                 max_rul_days=max_rul_days,
                 created_by=_actor().label,
-                progress=lambda f, stage: bar.update(task, completed=f, description=stage),
+                progress=lambda f, stage: bar.update(
+                    task, completed=f, description=f"{label}{stage}"
+                ),
             )
+
+    try:
+        if all_tenants:
+            with database.transaction(write=False) as session:
+                everyone = tenants_service.list_all(session)
+                with_failures = dict(prediction_schedule.tenants_with_failures(session))
+            failed = 0
+            for t in everyone:
+                if t.id not in with_failures:
+                    out.print(f"tenant {escape(t.name)}: skipped (no failure records)")
+                    continue
+                try:
+                    result = train_one(t.id, f"{t.name}: ")
+                except modeling.InsufficientData as exc:
+                    failed += 1
+                    err.print(f"[red]error:[/red] tenant {escape(t.name)}: not enough data:")
+                    for reason in exc.reasons:
+                        err.print(f"  - {escape(reason)}", soft_wrap=True)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - reported; the other tenants go on
+                    failed += 1
+                    detail = escape(str(exc) or type(exc).__name__)
+                    err.print(f"[red]error:[/red] tenant {escape(t.name)}: {detail}")
+                    continue
+                _print_train_result(result, prefix=f"tenant {escape(t.name)}: ")
+            if failed:
+                raise typer.Exit(1)
+            return
+        tenant_id = _prediction_tenant(database, tenant)
+        result = train_one(tenant_id)
     except modeling.InsufficientData as exc:
         err.print("[red]error:[/red] not enough data to train a model:")
         for reason in exc.reasons:
@@ -994,22 +1041,27 @@ def train_command(
         raise typer.Exit(1) from exc
     finally:
         database.dispose()
+    _print_train_result(result)
+
+
+def _print_train_result(result: TrainResult, prefix: str = "") -> None:
     holdout = result.metrics.get("holdout") or {}
     window = result.metrics.get("holdout_window") or {}
+    indent = "  " if prefix else ""
     out.print(
-        f"model version {result.version}: {result.status.value} ({escape(result.reason)})",
+        f"{prefix}model version {result.version}: {result.status.value} ({escape(result.reason)})",
         highlight=False,
         soft_wrap=True,
     )
     out.print(
-        f"held-out window from {window.get('start')} ({window.get('rows')} rows):",
+        f"{indent}held-out window from {window.get('start')} ({window.get('rows')} rows):",
         highlight=False,
     )
     for name, figures in holdout.items():
         shown = ", ".join(
             f"{k} {v:.4g}" for k, v in figures.items() if isinstance(v, float) and k != "threshold"
         )
-        out.print(f"  {name}: {shown}", highlight=False, soft_wrap=True)
+        out.print(f"{indent}  {name}: {shown}", highlight=False, soft_wrap=True)
 
 
 @app.command("predict")
@@ -1021,40 +1073,70 @@ def predict_command(
         list[str] | None, typer.Option("--asset", help="Asset tag (repeatable; default: all)")
     ] = None,
     format: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
+    all_tenants: Annotated[
+        bool,
+        typer.Option(
+            "--all-tenants",
+            help="Every tenant with assets (for cron): each row gets a leading tenant column; "
+            "a tenant that fails is reported and the others go on (exit 1 if any failed)",
+        ),
+    ] = False,
 ) -> None:
     """One prediction per asset as of its latest reading (stored, as the API does): asset,
     as_of, failure_probability_7d/14d/30d, rul_days, rul_low, rul_high, health_score, status,
     top_factors."""
     import csv
 
+    from foresight.prediction import schedule as prediction_schedule
     from foresight.prediction import service as prediction_service
 
     if format not in ("json", "csv"):
         err.print("[red]error:[/red] --format must be json or csv")
         raise typer.Exit(2)
+    if all_tenants and (tenant is not None or asset):
+        err.print("[red]error:[/red] --all-tenants excludes --tenant and --asset")
+        raise typer.Exit(2)
     settings = _settings()
     database = Database.from_url(settings.effective_database_url)
+    records: list[dict[str, Any]] = []
+    failed = 0
     try:
-        tenant_id = _prediction_tenant(database, tenant)
-        asset_ids = None
-        if asset:
+        if all_tenants:
             with database.transaction(write=False) as session:
-                asset_ids = prediction_service.assets_by_tag(session, tenant_id, asset)
-        rows = prediction_service.predict(database, tenant_id, asset_ids)
+                tenants = prediction_schedule.tenants_with_assets(session)
+            for tenant_id, name in tenants:
+                try:
+                    rows = prediction_service.predict(database, tenant_id)
+                except Exception as exc:  # noqa: BLE001 - reported; the other tenants go on
+                    failed += 1
+                    detail = escape(str(exc) or type(exc).__name__)
+                    err.print(f"[red]error:[/red] tenant {escape(name)}: {detail}")
+                    continue
+                records += [{"tenant": name, **prediction_service.cli_row(r)} for r in rows]
+        else:
+            tenant_id = _prediction_tenant(database, tenant)
+            asset_ids = None
+            if asset:
+                with database.transaction(write=False) as session:
+                    asset_ids = prediction_service.assets_by_tag(session, tenant_id, asset)
+            rows = prediction_service.predict(database, tenant_id, asset_ids)
+            records = [prediction_service.cli_row(r) for r in rows]
     except DomainError as exc:
         err.print(f"[red]error:[/red] {escape(exc.detail)}")
         raise typer.Exit(1) from exc
     finally:
         database.dispose()
-    records = [prediction_service.cli_row(r) for r in rows]
+    columns = (["tenant"] if all_tenants else []) + list(prediction_service.CLI_COLUMNS)
     if format == "json":
         sys.stdout.write(json.dumps(records, indent=2) + "\n")
-        return
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(prediction_service.CLI_COLUMNS))
-    writer.writeheader()
-    for record in records:
-        record["top_factors"] = "; ".join(str(f["text"]) for f in record["top_factors"])
-        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    else:
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
+        writer.writeheader()
+        for record in records:
+            record["top_factors"] = "; ".join(str(f["text"]) for f in record["top_factors"])
+            writer.writerow({k: "" if v is None else v for k, v in record.items()})
+    if failed:
+        raise typer.Exit(1)
 
 
 @models_app.command("list")
@@ -1143,6 +1225,90 @@ def models_rollback(
     finally:
         database.dispose()
     out.print(message, highlight=False)
+
+
+# --- schedules of the predictive engine -------------------------------------------------------
+
+schedule_app = typer.Typer(
+    help="Scoring and retraining on their intervals (what the API process runs).",
+    no_args_is_help=True,
+)
+app.add_typer(schedule_app, name="schedule")
+
+
+@schedule_app.command("run")
+def schedule_run(
+    once: Annotated[
+        bool, typer.Option("--once", help="One round: do what is due now, then exit")
+    ] = False,
+    scoring: Annotated[
+        bool,
+        typer.Option(
+            "--scoring/--no-scoring", help="Score assets every FORESIGHT_SCORING_INTERVAL_S"
+        ),
+    ] = True,
+    retraining: Annotated[
+        bool,
+        typer.Option(
+            "--retraining/--no-retraining",
+            help="Retrain tenants every FORESIGHT_RETRAIN_INTERVAL_S",
+        ),
+    ] = True,
+) -> None:
+    """Score every tenant's assets and retrain every tenant with failure records when due
+    (when each was last done is read from the database), in the foreground until Ctrl-C or
+    SIGTERM. Safe beside the API's own schedule and other runners: one works at a time."""
+    import signal
+    import threading
+
+    from foresight.kit.logging import configure_logging
+    from foresight.prediction import schedule as prediction_schedule
+
+    settings = _settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+    wanted: list[prediction_schedule.Job] = []
+    intervals = {
+        prediction_schedule.SCORING: settings.scoring_interval_s,
+        prediction_schedule.RETRAINING: settings.retrain_interval_s,
+    }
+    for job, chosen, variable in (
+        (prediction_schedule.SCORING, scoring, "FORESIGHT_SCORING_INTERVAL_S"),
+        (prediction_schedule.RETRAINING, retraining, "FORESIGHT_RETRAIN_INTERVAL_S"),
+    ):
+        if not chosen:
+            continue
+        if intervals[job] > 0:
+            wanted.append(job)
+        else:
+            err.print(f"{job}: off ({variable}=0)", highlight=False)
+    if not wanted:
+        err.print("[red]error:[/red] nothing to run")
+        raise typer.Exit(2)
+    database = Database.from_url(settings.effective_database_url)
+    scheduler = prediction_schedule.Scheduler(
+        database,
+        scoring_interval_s=intervals[prediction_schedule.SCORING],
+        retrain_interval_s=intervals[prediction_schedule.RETRAINING],
+    )
+    try:
+        if once:
+            rounds = scheduler.run_due(wanted)
+            for round_ in rounds:
+                for line in round_.lines():
+                    out.print(escape(line), highlight=False, soft_wrap=True)
+            if any(r.failed for r in rounds):
+                raise typer.Exit(1)
+            return
+        stopping = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopping.set())
+        scheduler.start(wanted)
+        while not stopping.wait(1.0):
+            if not scheduler.running:
+                break
+        scheduler.stop()
+    finally:
+        database.dispose()
 
 
 def main() -> None:

@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     retention_interval_s: Annotated[float, Field(ge=0)] = 3600.0
     retention_chunk_rows: Annotated[int, Field(ge=1)] = 50_000
 
+    # Predictive engine schedules (prediction/schedule.py): every tenant with assets is scored
+    # every scoring_interval_s, every tenant with failure records retrained every
+    # retrain_interval_s (0: never). When each was last done is read from the database. They
+    # run in the API process unless schedule_embedded is false: then run `foresight schedule
+    # run` (or cron / Airflow, see the README) with the same intervals.
+    scoring_interval_s: Annotated[float, Field(ge=0)] = 3600.0
+    retrain_interval_s: Annotated[float, Field(ge=0)] = 604800.0
+    schedule_embedded: bool = True
+
     # Notifications: the outbox dispatcher runs in the API process (else `foresight notify run`),
     # polls this often (new deliveries also wake it), sends with this timeout, retries with
     # exponential backoff (base, cap; with jitter) and dead-letters after max attempts. A claimed

@@ -273,8 +273,27 @@ def get_job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> Traini
     return job
 
 
-def run_job(db: Database, job_id: uuid.UUID, **train_kwargs: Any) -> None:
-    """Run a queued job to its end, recording progress, the version made or the error."""
+class JobInterrupted(Exception):
+    """A training run ended early because its job was asked to stop (``run_job``)."""
+
+    def __init__(self) -> None:
+        super().__init__(JOB_INTERRUPTED)
+
+
+#: The error of a job that was stopped before it finished (the process was shutting down).
+JOB_INTERRUPTED = "interrupted: the process stopped before training finished"
+
+
+def run_job(
+    db: Database,
+    job_id: uuid.UUID,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    **train_kwargs: Any,
+) -> None:
+    """Run a queued job to its end, recording progress, the version made or the error.
+    ``should_stop`` is asked at each progress step before the last: once it says yes the run
+    ends there, before any version is recorded, and the job fails with ``JOB_INTERRUPTED``."""
     with db.transaction() as session:
         job = session.get(TrainingJob, job_id)
         if job is None or job.status is not JobStatus.queued:
@@ -283,6 +302,8 @@ def run_job(db: Database, job_id: uuid.UUID, **train_kwargs: Any) -> None:
         tenant_id, params, by = job.tenant_id, dict(job.params), job.requested_by
 
     def progress(fraction: float, stage: str) -> None:
+        if should_stop is not None and fraction < 1.0 and should_stop():
+            raise JobInterrupted
         with db.transaction() as s:
             j = s.get(TrainingJob, job_id)
             if j is not None:

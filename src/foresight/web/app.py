@@ -31,6 +31,7 @@ from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.notifications import endpoints as notifications_endpoints
 from foresight.notifications import outbox as notifications_outbox
 from foresight.notifications.dispatcher import Dispatcher as NotificationDispatcher
+from foresight.prediction.schedule import Scheduler as PredictionScheduler
 from foresight.tenants import endpoints as tenants_endpoints
 from foresight.timeseries import endpoints as timeseries_endpoints
 from foresight.timeseries.latest import LatestCache
@@ -93,9 +94,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         notifier = NotificationDispatcher.from_settings(db, settings)
         if settings.notify_embedded:
             notifier.start()
+        # Scoring and retraining on their intervals (FORESIGHT_SCHEDULE_EMBEDDED; or
+        # `foresight schedule run`, cron, Airflow). Threads: training never blocks the loop.
+        if settings.schedule_embedded:
+            prediction_schedule.start()
         try:
             yield
         finally:
+            # A training in hand stops at its next step (its job marked interrupted).
+            await asyncio.to_thread(prediction_schedule.stop)
             await asyncio.to_thread(notifier.stop)  # finishes the sends in hand
             await retention_job.stop()  # ends after its current chunk, before the db closes
             if subscriber_task is not None:
@@ -122,6 +129,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics(CollectorRegistry())
+    prediction_schedule = PredictionScheduler(
+        db,
+        scoring_interval_s=settings.scoring_interval_s,
+        retrain_interval_s=settings.retrain_interval_s,
+        registry=app.state.metrics.registry,
+    )
+    app.state.prediction_schedule = prediction_schedule
     # Latest values in memory: fed by this process's writer (embedded), checked against the
     # database every FORESIGHT_LATEST_CACHE_TTL_S for other writers' points.
     latest_cache = LatestCache(ttl_s=settings.latest_cache_ttl_s)
