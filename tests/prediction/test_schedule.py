@@ -399,7 +399,7 @@ def test_the_api_process_runs_the_schedules_and_stops_them(
         assert scheduler.running
         body = client.get("/metrics").text
         assert "foresight_schedule_assets_scored_total" in body
-    assert not scheduler.running
+    assert scheduler.wait(EVENT_WAIT_S)  # stopped with the app (a bound, not a timing check)
     off = create_app(settings, db)  # FORESIGHT_SCHEDULE_EMBEDDED=false
     with TestClient(off):
         assert not off.state.prediction_schedule.running
