@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from foresight.auth.rbac import Permission
-from foresight.models import AuditEntry, Role
+from foresight.models import AuditEntry, ModelStatus, ModelVersion, Role
 from tests.factories import PASSWORD, Factory, TestUser
 
 P = Permission
@@ -81,10 +81,29 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/alerts/{alert_id}"): P.read,
     ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): P.alerts_ack,
     ("POST", "/api/v1/alerts/{alert_id}/resolve"): P.alerts_ack,
+    ("GET", "/api/v1/models"): P.read,
+    ("POST", "/api/v1/models/train"): P.models_write,
+    ("GET", "/api/v1/models/jobs/{job_id}"): P.read,
+    ("POST", "/api/v1/models/{version_id}/promote"): P.models_write,
+    ("POST", "/api/v1/models/rollback"): P.models_write,
+    ("GET", "/api/v1/assets/{asset_id}/prediction"): P.read,
+    ("GET", "/api/v1/assets/{asset_id}/predictions"): P.read,
+    ("POST", "/api/v1/predictions"): P.read,
+    ("POST", "/api/v1/predict"): P.read,
+    ("POST", "/api/v1/predict/batch"): P.read,
+    ("GET", "/api/v1/fleet/health"): P.read,
 }
 # Token refresh changes nothing stored; every other successful non-GET request is audited.
 # Readings are data, not configuration: points are not audited (sensors they create are).
-NOT_AUDITED = {"/api/v1/auth/refresh", "/api/v1/readings"}
+# Scoring stores a prediction, which is derived data (what the champion said, any viewer may ask
+# for it); what decides predictions (train, promote, rollback) is audited.
+NOT_AUDITED = {
+    "/api/v1/auth/refresh",
+    "/api/v1/readings",
+    "/api/v1/predictions",
+    "/api/v1/predict",
+    "/api/v1/predict/batch",
+}
 OPS_ROUTES = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
 CALLERS = ["anonymous", "api_key", *[r.value for r in Role]]
 
@@ -175,6 +194,61 @@ class World:
             alert, _ = alerts.fire(session, trigger)
             return str(alert.id)
 
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self.users[Role.admin].tenant_id
+
+    def model_version(self) -> ModelVersion:
+        """A registered challenger (its artifact is never loaded by promote or rollback)."""
+        from foresight.prediction import registry
+
+        with self.db.transaction() as session:
+            version = ModelVersion(
+                tenant_id=self.tenant_id,
+                version=registry.next_number(session, self.tenant_id),
+                status=ModelStatus.challenger,
+                max_rul_days=180.0,
+                artifact=b"not a model",
+            )
+            session.add(version)
+            session.flush()
+            return version
+
+    def promoted_pair(self) -> None:
+        """A champion that replaced an earlier one (what a rollback needs)."""
+        from foresight.prediction import registry
+
+        first, second = self.model_version(), self.model_version()
+        with self.db.transaction() as session:
+            for version in (first, second):
+                row = session.get(ModelVersion, version.id)
+                assert row is not None
+                registry.promote(session, row, by="test")
+
+    def no_champion(self) -> None:
+        """Retire the stand-in models above, so scoring uses the rule-based fallback."""
+        with self.db.transaction() as session:
+            session.execute(
+                update(ModelVersion)
+                .where(ModelVersion.tenant_id == self.tenant_id)
+                .values(status=ModelStatus.retired)
+            )
+
+    def training_job(self) -> str:
+        from foresight.prediction import service
+
+        with self.db.transaction() as session:
+            job = service.create_job(session, self.tenant_id, requested_by="test", params={})
+            return str(job.id)
+
+    def idle_trainer(self) -> None:
+        """One training request at a time per tenant: wait for the previous caller's."""
+        assert self.client.app.state.training.wait_idle(600)  # type: ignore[attr-defined]
+
+    def scorable(self) -> str:
+        self.no_champion()
+        return self.asset()
+
 
 Request = tuple[str, dict[str, Any] | None]
 
@@ -192,6 +266,22 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
 
     def with_record(fmt: str, body: dict[str, Any] | None = None) -> Callable[[], Request]:
         return lambda: (fmt.format(r=w.record(w.asset())), body)
+
+    def train() -> Request:
+        w.idle_trainer()
+        return "/api/v1/models/train", {"max_rul_days": 90}
+
+    def rollback() -> Request:
+        w.promoted_pair()
+        return "/api/v1/models/rollback", None
+
+    def seed_predict() -> Request:
+        w.no_champion()
+        return "/api/v1/predict", {"equipment_id": w.asset_tag()}
+
+    def seed_batch() -> Request:
+        w.no_champion()
+        return "/api/v1/predict/batch", {"equipment_ids": [w.asset_tag(), w.asset_tag()]}
 
     admin = w.users[Role.admin]
     return {
@@ -324,6 +414,31 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
             f"/api/v1/alerts/{w.alert()}/resolve",
             {"note": "fixed"},
         ),
+        ("GET", "/api/v1/models"): lambda: ("/api/v1/models", None),
+        ("POST", "/api/v1/models/train"): train,
+        ("GET", "/api/v1/models/jobs/{job_id}"): lambda: (
+            f"/api/v1/models/jobs/{w.training_job()}",
+            None,
+        ),
+        ("POST", "/api/v1/models/{version_id}/promote"): lambda: (
+            f"/api/v1/models/{w.model_version().id}/promote",
+            None,
+        ),
+        ("POST", "/api/v1/models/rollback"): rollback,
+        ("GET", "/api/v1/assets/{asset_id}/prediction"): lambda: (
+            f"/api/v1/assets/{w.scorable()}/prediction",
+            None,
+        ),
+        ("GET", "/api/v1/assets/{asset_id}/predictions"): with_asset(
+            "/api/v1/assets/{a}/predictions"
+        ),
+        ("POST", "/api/v1/predictions"): lambda: (
+            "/api/v1/predictions",
+            {"asset_ids": [w.scorable()]},
+        ),
+        ("POST", "/api/v1/predict"): seed_predict,
+        ("POST", "/api/v1/predict/batch"): seed_batch,
+        ("GET", "/api/v1/fleet/health"): lambda: ("/api/v1/fleet/health", None),
     }
 
 

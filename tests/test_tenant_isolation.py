@@ -69,6 +69,37 @@ def test_every_resource_is_isolated(client: TestClient, factory: Factory) -> Non
         f"/api/v1/assets/{child['id']}/ancestors",
     ):
         assert client.get(path, headers=b.headers).status_code == 404, path
+    # Predictions: A's asset is unknown to B, whether scored, read or named by tag.
+    prediction = client.get(f"/api/v1/assets/{asset['id']}/prediction", headers=a.headers)
+    assert prediction.status_code == 200, prediction.text
+    for path in (
+        f"/api/v1/assets/{asset['id']}/prediction",
+        f"/api/v1/assets/{asset['id']}/predictions",
+    ):
+        assert client.get(path, headers=b.headers).status_code == 404, path
+    scored = client.post(
+        "/api/v1/predictions", json={"asset_ids": [asset["id"]]}, headers=b.headers
+    )
+    assert scored.status_code == 404 and asset["id"] in scored.json()["detail"]
+    # B's own PUMP-001 is scored, never A's.
+    seed = client.post("/api/v1/predict", json={"equipment_id": "PUMP-001"}, headers=b.headers)
+    assert seed.status_code == 200 and seed.json()["asset_id"] != asset["id"]
+    assert (
+        client.post(
+            "/api/v1/predict", json={"equipment_id": "PUMP-002"}, headers=b.headers
+        ).status_code
+        == 404
+    )
+    fleet = client.get("/api/v1/fleet/health", headers=b.headers).json()
+    assert fleet["assets"] == 1 and asset["id"] not in str(fleet)
+    # A's training job is B's 404, and B has no models to see or promote.
+    job = client.post("/api/v1/models/train", headers=a.headers)
+    assert job.status_code == 202, job.text
+    assert client.app.state.training.wait_idle(600)  # type: ignore[attr-defined]
+    assert (
+        client.get(f"/api/v1/models/jobs/{job.json()['id']}", headers=b.headers).status_code == 404
+    )
+    assert client.get("/api/v1/models", headers=b.headers).json() == {"items": []}
     # A's channel can neither be tested nor have its delivery log read from B.
     channel_path = f"/api/v1/notification-channels/{channel['id']}"
     assert client.post(f"{channel_path}/test", headers=b.headers).status_code == 404

@@ -31,6 +31,8 @@ from foresight.maintenance import endpoints as maintenance_endpoints
 from foresight.notifications import endpoints as notifications_endpoints
 from foresight.notifications import outbox as notifications_outbox
 from foresight.notifications.dispatcher import Dispatcher as NotificationDispatcher
+from foresight.prediction import endpoints as prediction_endpoints
+from foresight.prediction.jobs import TrainingRunner
 from foresight.prediction.schedule import Scheduler as PredictionScheduler
 from foresight.tenants import endpoints as tenants_endpoints
 from foresight.timeseries import endpoints as timeseries_endpoints
@@ -55,6 +57,7 @@ def api_router() -> APIRouter:
         notifications_endpoints,
         audit_endpoints,
         live_endpoints,
+        prediction_endpoints,
     ):
         router.include_router(module.router)
     return router
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             # A training in hand stops at its next step (its job marked interrupted).
             await asyncio.to_thread(prediction_schedule.stop)
             await asyncio.to_thread(notifier.stop)  # finishes the sends in hand
+            await asyncio.to_thread(training.stop)  # fails unstarted jobs, stops the current one
             await retention_job.stop()  # ends after its current chunk, before the db closes
             if subscriber_task is not None:
                 app.state.mqtt_subscriber.stop()
@@ -140,6 +144,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # database every FORESIGHT_LATEST_CACHE_TTL_S for other writers' points.
     latest_cache = LatestCache(ttl_s=settings.latest_cache_ttl_s)
     app.state.latest_cache = latest_cache
+    # Training jobs (POST /models/train) run in a thread of this process, one at a time.
+    training = TrainingRunner(db)
+    app.state.training = training
     # Live updates (WebSockets): fed by the writer, detection and the alert endpoints; with NATS
     # the events of every process reach every node's clients.
     live = LiveUpdates.from_settings(settings, db, registry=app.state.metrics.registry)

@@ -82,6 +82,7 @@ KeyAdmin = Annotated[Principal, Depends(require(Permission.apikeys_manage))]
 SettingsAdmin = Annotated[Principal, Depends(require(Permission.settings_manage))]
 AuditReader = Annotated[Principal, Depends(require(Permission.audit_read))]
 RuleWriter = Annotated[Principal, Depends(require(Permission.rules_write))]
+ModelWriter = Annotated[Principal, Depends(require(Permission.models_write))]
 AlertActor = Annotated[Principal, Depends(require(Permission.alerts_ack))]
 
 
