@@ -307,7 +307,9 @@ class SeriesBank:
         sigma = np.maximum(1.4826 * mad, (high - low) / 3.92)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            sigma = np.where(sigma > 0, sigma, np.nanstd(x, axis=1))
+            calm = ~(sigma > 0)  # (the standard deviation only where it is needed)
+            if calm.any():
+                sigma[calm] = np.nanstd(x[calm], axis=1)
             # Point-to-point noise, from first differences: blind to slow cycles and trends.
             d = np.diff(values, axis=1)
             steady = normal[:, 1:] & normal[:, :-1]
@@ -317,7 +319,9 @@ class SeriesBank:
             (centre,) = _row_quantiles(d, (0.5,))
             (spread,) = _row_quantiles(np.abs(d - centre[:, None]), (0.5,))
             noise = 1.4826 * spread / math.sqrt(2)
-            noise = np.where(noise > 0, noise, np.nanstd(d, axis=1) / math.sqrt(2))
+            calm = ~(noise > 0)
+            if calm.any():
+                noise[calm] = np.nanstd(d[calm], axis=1) / math.sqrt(2)
         median = np.nan_to_num(median)
         floor = 1e-9 * np.maximum(1.0, np.abs(median))
         # Spreads fall slowly (5 % a refresh): a stuck or unusually calm stretch must not make
@@ -390,7 +394,7 @@ def _row_medians(x: F64, centre: F64 | None = None) -> F64:
     else:
         ordered = np.sort((x - centre[:, None]).astype(np.float32), axis=1)
         middle = (ordered[:, (w - 1) // 2].astype(np.float64) + ordered[:, w // 2]) / 2 + centre
-    return np.where(np.isnan(x).any(axis=1), np.nan, middle)
+    return np.where(np.isnan(ordered[:, -1]), np.nan, middle)  # NaN sorts last
 
 
 def _middle(x: F64) -> F64:
