@@ -126,11 +126,15 @@ def test_scoring_runs_when_due_and_not_before(
     add_asset(db, tenant.id, "P-01")
     add_asset(db, tenant.id, "P-02")
     registry = CollectorRegistry()
-    scheduler = make(registry=registry)
+    published: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]] = []
+    scheduler = make(registry=registry, publish=lambda *event: published.append(event))
 
     first = scheduler.run(SCORING)
     assert [(o.tenant, o.ok, o.assets_scored) for o in first.outcomes] == [(tenant.name, True, 2)]
     assert predictions(db, tenant.id) == 2
+    # Each asset's first score is a change: pushed live as a health event.
+    assert sorted(e[2]["type"] for e in published) == ["health", "health"]
+    assert {e[0] for e in published} == {tenant.id}
     assert registry.get_sample_value("foresight_schedule_assets_scored_total") == 2
     runs = {"job": "scoring", "outcome": "ok"}
     assert registry.get_sample_value("foresight_schedule_tenant_runs_total", runs) == 1

@@ -429,7 +429,10 @@ class Scheduler:
         stop_grace_s: float = STOP_GRACE_S,
         registry: CollectorRegistry | None = None,
         train_kwargs: Mapping[str, Any] | None = None,
+        publish: Callable[[uuid.UUID, uuid.UUID, dict[str, Any]], None] | None = None,
     ) -> None:
+        """``publish(tenant_id, asset_id, event)`` receives the live ``health`` event of each
+        asset whose score a scoring round changed (after the predictions committed)."""
         if scoring_interval_s < 0 or retrain_interval_s < 0:
             raise ValueError("intervals must be at least 0 (0: off)")
         self.db = db
@@ -442,6 +445,7 @@ class Scheduler:
         self.stop_grace_s = stop_grace_s
         self.metrics = ScheduleMetrics(registry)
         self.train_kwargs = dict(train_kwargs or {})
+        self.publish = publish
         self.last_rounds: dict[Job, Round] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -561,6 +565,9 @@ class Scheduler:
                 round_.outcomes.append(TenantOutcome(item.tenant_id, item.tenant, False, detail))
                 continue
             self._scoring_held_back.pop(item.tenant_id, None)
+            if self.publish is not None:
+                for asset_id, event in service.health_events(rows):
+                    self.publish(item.tenant_id, asset_id, event)
             fallback = sum(r.fallback for r in rows)
             log.info(
                 "schedule_scoring_done",

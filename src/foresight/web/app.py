@@ -133,13 +133,6 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics(CollectorRegistry())
-    prediction_schedule = PredictionScheduler(
-        db,
-        scoring_interval_s=settings.scoring_interval_s,
-        retrain_interval_s=settings.retrain_interval_s,
-        registry=app.state.metrics.registry,
-    )
-    app.state.prediction_schedule = prediction_schedule
     # Latest values in memory: fed by this process's writer (embedded), checked against the
     # database every FORESIGHT_LATEST_CACHE_TTL_S for other writers' points.
     latest_cache = LatestCache(ttl_s=settings.latest_cache_ttl_s)
@@ -151,6 +144,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # the events of every process reach every node's clients.
     live = LiveUpdates.from_settings(settings, db, registry=app.state.metrics.registry)
     app.state.live = live
+    # Scoring (health changes pushed live) and retraining on their intervals.
+    prediction_schedule = PredictionScheduler(
+        db,
+        scoring_interval_s=settings.scoring_interval_s,
+        retrain_interval_s=settings.retrain_interval_s,
+        registry=app.state.metrics.registry,
+        publish=live.publish,
+    )
+    app.state.prediction_schedule = prediction_schedule
     # Listeners run after an alert change committed (the alert endpoints run them too).
     app.state.alert_listeners = [live.alert_listener]
     # Hooks run inside the transaction that changes an alert (the notification outbox).
