@@ -11,12 +11,21 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from foresight.detection import alerts
 from foresight.kit.db import Database
 from foresight.kit.time import from_ms, utcnow
-from foresight.models import Asset, Prediction, Role, Severity, Tenant
-from foresight.prediction import service
+from foresight.models import (
+    Asset,
+    JobStatus,
+    Prediction,
+    Role,
+    Severity,
+    Tenant,
+    TrainingJob,
+)
+from foresight.prediction import service, serving
 from foresight.prediction.jobs import NOT_STARTED, TrainingRunner
 from tests.factories import Factory, TestUser
 from tests.prediction.fleet_sim import DAY_MS, FEATURES, T0, TRAINING, simulate
@@ -192,6 +201,29 @@ def test_a_second_request_while_training_is_refused_and_a_failed_run_says_why(
     again = ok(client.post(f"{API}/models/train", headers=admin.headers), 202)
     assert runner(client).wait_idle(WAIT_S)
     assert again["id"] != first["id"]
+
+
+def test_a_job_of_another_process_is_waited_for_until_it_goes_quiet(
+    client: TestClient, db: Database, tenant: Tenant, admin: TestUser
+) -> None:
+    # A job queued by another API worker or the scheduler: not in this process's runner.
+    with db.transaction() as session:
+        elsewhere = service.create_job(session, tenant.id, requested_by="schedule", params={})
+        elsewhere_id = elsewhere.id
+    busy = problem(client.post(f"{API}/models/train", headers=admin.headers), 409)
+    assert str(elsewhere_id) in busy["detail"]
+    # Its process died: no progress for longer than STALE_JOB_S, so it no longer blocks.
+    with db.transaction() as session:
+        job = session.get_one(TrainingJob, elsewhere_id)
+        job.status = JobStatus.running
+        session.flush()
+        session.execute(
+            update(TrainingJob)
+            .where(TrainingJob.id == elsewhere_id)
+            .values(updated_at=utcnow() - timedelta(seconds=serving.STALE_JOB_S + 60))
+        )
+    ok(client.post(f"{API}/models/train", headers=admin.headers), 202)
+    assert runner(client).wait_idle(WAIT_S)
 
 
 def test_stopping_fails_queued_jobs_and_interrupts_the_running_one(

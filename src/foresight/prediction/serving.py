@@ -19,7 +19,7 @@ query (an indexed ``LIMIT 1`` lookup per asset inside it), counted by status and
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -28,10 +28,11 @@ from sqlalchemy.orm import Session
 from foresight.audit import service as audit_service
 from foresight.audit.schemas import Actor
 from foresight.kit.db import Database
-from foresight.kit.errors import NotFound
-from foresight.kit.time import from_ms
+from foresight.kit.errors import Conflict, NotFound
+from foresight.kit.time import from_ms, utcnow
 from foresight.models import (
     Asset,
+    JobStatus,
     ModelVersion,
     Prediction,
     Sensor,
@@ -266,10 +267,32 @@ def job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> TrainingJo
     return TrainingJobRead.of(found, version)
 
 
+#: A queued or running job that has not reported progress for this long is taken for dead.
+STALE_JOB_S = 3600.0
+
+
 def request_training(
     session: Session, tenant_id: uuid.UUID, *, actor: Actor, params: dict[str, Any]
 ) -> TrainingJobRead:
-    """A queued training job (audited); the caller runs it once this transaction committed."""
+    """A queued training job (audited); the caller runs it once this transaction committed.
+    409 while another of the tenant's jobs — from any process: another API worker, the
+    scheduler — is queued or running and has shown life (progress) in the last
+    ``STALE_JOB_S``; a job whose process died is not waited for beyond that."""
+    other = session.scalar(
+        select(TrainingJob.id)
+        .where(
+            TrainingJob.tenant_id == tenant_id,
+            TrainingJob.status.in_((JobStatus.queued, JobStatus.running)),
+            TrainingJob.updated_at >= utcnow() - timedelta(seconds=STALE_JOB_S),
+        )
+        .order_by(TrainingJob.created_at.desc())
+        .limit(1)
+    )
+    if other is not None:
+        raise Conflict(
+            f"Training job {other} is still queued or running: follow it at "
+            f"/api/v1/models/jobs/{other}."
+        )
     queued = service.create_job(session, tenant_id, requested_by=actor.label, params=params)
     audit_service.record(
         session,
