@@ -4,6 +4,7 @@ fresh when stale), history, batch scoring, the FleetVision seed shapes and fleet
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from datetime import timedelta
@@ -487,3 +488,39 @@ def test_fleet_health_from_the_latest_stored_predictions(
     assert limited["counts"] == health["counts"]
     for bad in ("0", "101", "x"):
         problem(client.get(f"{API}/fleet/health?limit={bad}", headers=viewer.headers), 422)
+
+
+def test_scoring_requests_leave_the_write_lock_free_while_they_score(
+    client: TestClient,
+    db: Database,
+    admin: TestUser,
+    small_fleet: dict[str, uuid.UUID],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On SQLite one writer at a time: a batch scoring request must not keep ingestion waiting
+    while it computes. Mid-scoring, another connection takes the write lock at once."""
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the write lock is SQLite's")
+    path = db.engine.url.database
+    assert path is not None
+    took: list[str] = []
+    real = service.fallback_prediction
+
+    def scoring(*args: Any, **kwargs: Any) -> Any:
+        other = sqlite3.connect(path, timeout=0.2)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if it is held
+            other.execute("ROLLBACK")
+            took.append("ok")
+        finally:
+            other.close()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "fallback_prediction", scoring)
+    ids = [str(small_fleet["P-01"]), str(small_fleet["P-02"])]
+    ok(client.post(f"{API}/predictions", json={"asset_ids": ids}, headers=admin.headers))
+    ok(client.post(f"{API}/predict", json={"equipment_id": "P-01"}, headers=admin.headers))
+    body = {"equipment_ids": ["P-01", "P-02"]}
+    ok(client.post(f"{API}/predict/batch", json=body, headers=admin.headers))
+    assert took == ["ok"] * 5
+    assert len(_history(client, admin, small_fleet["P-01"])) == 3  # and they were stored

@@ -36,7 +36,7 @@ from foresight.prediction.schemas import (
     TrainRequest,
 )
 from foresight.prediction.service import PredictionRow
-from foresight.web.deps import DatabaseDep, ModelWriter, Reader, SessionDep
+from foresight.web.deps import DatabaseDep, ModelWriter, Reader, SessionDep, reads_only
 
 router = APIRouter(tags=["prediction"])
 
@@ -166,6 +166,7 @@ def list_predictions(
 
 
 @router.post("/predictions", response_model=PredictionList)
+@reads_only
 def predict(
     body: PredictRequest,
     principal: Reader,
@@ -187,6 +188,7 @@ def predict(
 
 
 @router.post("/predict", response_model=SeedPrediction)
+@reads_only
 def seed_predict(
     body: SeedPredictRequest,
     principal: Reader,
@@ -203,6 +205,7 @@ def seed_predict(
 
 
 @router.post("/predict/batch", response_model=SeedBatchResult)
+@reads_only
 def seed_predict_batch(
     body: Annotated[SeedBatchRequest | SeedBatchList, Body()],
     principal: Reader,

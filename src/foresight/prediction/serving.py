@@ -166,11 +166,10 @@ def score(
     *,
     include_explanation: bool = True,
 ) -> list[PredictionRow]:
-    """Score fresh and store in ``session`` (the request's write transaction): one row per
-    requested id, in order (a repeated id gets the same prediction)."""
-    rows = service.predict(
-        db, tenant_id, asset_ids, include_explanation=include_explanation, session=session
-    )
+    """Score fresh and store (in a transaction of its own: ``session``, the request's, only
+    reads, so the scoring does not hold SQLite's write lock): one row per requested id, in order
+    (a repeated id gets the same prediction); unknown ids are a 404 before anything is scored."""
+    rows = service.predict(db, tenant_id, asset_ids, include_explanation=include_explanation)
     by_id = {r.asset_id: r for r in rows}
     return [by_id[a] for a in asset_ids]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -35,11 +35,26 @@ def get_database(request: Request) -> Database:
     return db
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reads_only(endpoint: F) -> F:
+    """Mark a POST endpoint whose request transaction only reads (it writes, if at all, in short
+    transactions of its own): on SQLite its session then does not hold the write lock while it
+    works (e.g. scoring a thousand assets), so ingestion is not kept waiting."""
+    endpoint.__foresight_reads_only__ = True  # type: ignore[attr-defined]
+    return endpoint
+
+
 def get_session(
     request: Request, db: Annotated[Database, Depends(get_database)]
 ) -> Iterator[Session]:
     """One transaction per request, committed when the endpoint returns without error."""
-    with db.transaction(write=request.method not in _READ_METHODS) as session:
+    endpoint = request.scope.get("endpoint")
+    write = request.method not in _READ_METHODS and not getattr(
+        endpoint, "__foresight_reads_only__", False
+    )
+    with db.transaction(write=write) as session:
         yield session
 
 
