@@ -6,7 +6,7 @@ engineer-facing phrasing."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -162,7 +162,25 @@ def hourly(ts: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 # --- statistics ------------------------------------------------------------------------------
 
 
-def test_window_statistics_match_numpy(fleet: Fleet) -> None:
+def mixed(
+    ts: np.ndarray, values: np.ndarray, t: int, tail_h: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bucket centre, count, mean) of the buckets complete by t: 1 h buckets from the UTC
+    midnight at or before t - tail_h on (everywhere when tail_h is None), 1 d buckets before."""
+    cut = -1 if tail_h is None else (t - tail_h * HOUR_MS) // DAY_MS * DAY_MS
+    span = np.where(ts >= cut, HOUR_MS, DAY_MS)
+    start = ts - ts % span
+    key = start * 2 + (span == DAY_MS)
+    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=values)
+    starts = keys // 2
+    spans = np.where(keys % 2 == 1, DAY_MS, HOUR_MS)
+    done = starts + spans <= t
+    return (starts + spans / 2)[done], counts[done].astype(float), (sums / counts)[done]
+
+
+@pytest.mark.parametrize("tail_h", [24, None], ids=["hourly-tail", "hourly-everywhere"])
+def test_window_statistics_match_numpy(fleet: Fleet, tail_h: int | None) -> None:
     rng = np.random.default_rng(3)
     asset = fleet.asset("P-1", {"temperature": "°C"})
     # 12 days of irregular points (about every 10 min), drifting up, with a 6 h gap on day 9.
@@ -170,7 +188,7 @@ def test_window_statistics_match_numpy(fleet: Fleet) -> None:
     ts = ts[(ts < T0 + 9 * DAY_MS) | (ts >= T0 + 9 * DAY_MS + 6 * HOUR_MS)]
     values = 50 + (ts - T0) / DAY_MS * 0.8 + rng.normal(0, 2, ts.shape[0])
     fleet.write("P-1", "temperature", ts, values)
-    frame = fleet.build()
+    frame = fleet.build(replace(SMALL, hourly_tail_h=tail_h))
 
     t = T0 + 10 * DAY_MS
     for window in (24, 168):
@@ -181,10 +199,10 @@ def test_window_statistics_match_numpy(fleet: Fleet) -> None:
         assert value(frame, asset, t, name.format("std")) == pytest.approx(ref.std(), rel=1e-9)
         assert value(frame, asset, t, name.format("min")) == ref.min()
         assert value(frame, asset, t, name.format("max")) == ref.max()
-        # Slope: count-weighted least squares of hourly means on hour centres, per hour.
-        starts, counts, means = hourly(ts[inside], ref)
-        centre_h = (starts + HOUR_MS / 2) / HOUR_MS
-        slope = np.polyfit(centre_h, means, 1, w=np.sqrt(counts))[0]
+        # Slope: count-weighted least squares of bucket means on bucket centres, per hour
+        # (1 h buckets in the last day, 1 d buckets before it, with the hourly tail).
+        centre, counts, means = mixed(ts[inside], ref, t, tail_h)
+        slope = np.polyfit(centre / HOUR_MS, means, 1, w=np.sqrt(counts))[0]
         assert value(frame, asset, t, name.format("slope")) == pytest.approx(slope, rel=1e-8)
         # Baseline: the first 7 days from the first data's midnight.
         base = values[ts < T0 + 7 * DAY_MS]
@@ -200,11 +218,13 @@ def test_window_statistics_match_numpy(fleet: Fleet) -> None:
         )
     before = ts < t
     assert value(frame, asset, t, "temperature__last") == values[before][-1]
-    # EWMA of the hourly means within the longest window, by bucket end, half-life 12 h.
-    starts, _counts, means = hourly(ts[before], values[before])
-    keep = starts + HOUR_MS > t - 168 * HOUR_MS
-    centre = starts[keep] + HOUR_MS / 2
-    weights = 2.0 ** (-(t - centre) / (12 * HOUR_MS))
+    # EWMA within the longest window, half-life 12 h, weights by bucket centre: of the 1 h
+    # means everywhere, or of the points (a bucket weighs as its count) with the hourly tail.
+    centre, counts, means = mixed(ts[before], values[before], t, tail_h)
+    keep = centre + HOUR_MS / 2 > t - 168 * HOUR_MS  # complete within the window
+    weights = 2.0 ** (-(t - centre[keep]) / (12 * HOUR_MS))
+    if tail_h is not None:
+        weights *= counts[keep]
     ewma = float(np.sum(weights * means[keep]) / np.sum(weights))
     assert value(frame, asset, t, "temperature__ewma") == pytest.approx(ewma, rel=1e-9)
     # Before the baseline period is over there is no baseline to compare with.
@@ -615,3 +635,7 @@ def test_alert_and_anomaly_counts_by_window(fleet: Fleet, db: Database) -> None:
     assert value(frame, asset, t, "anomaly_minutes__168h") == 3
     scored = fleet.build(as_of="latest")
     assert value(scored, asset, int(scored.as_of_ms[0]), "alerts_warning__168h") == 2
+    # Scoring counts in the database: the same figures as training's at the same time.
+    at_t = fleet.build(as_of=t)
+    names = [n for n in frame.names if n.startswith(("alerts_", "anomaly_minutes__"))]
+    assert [value(at_t, asset, t, n) for n in names] == [value(frame, asset, t, n) for n in names]

@@ -127,6 +127,10 @@ class FeatureConfig:
     anomaly_windows_h: tuple[int, ...] = (24, 168, 720)
     alert_windows_h: tuple[int, ...] = (24, 168, 720)
     sensor_keys: tuple[str, ...] | None = None  # None: every key the assets have
+    # 1 h buckets back to the UTC midnight at or before t - hourly_tail_h, 1 d buckets for the
+    # whole days before (and for the baseline); None: 1 h buckets everywhere (the definition
+    # of configurations stored before this field existed).
+    hourly_tail_h: int | None = 24
 
     def __post_init__(self) -> None:
         for name in ("windows_h", "anomaly_windows_h", "alert_windows_h"):
@@ -142,6 +146,10 @@ class FeatureConfig:
             raise ValueError("baseline_h must be positive and baseline_start_h not negative")
         if self.sensor_keys is not None:
             object.__setattr__(self, "sensor_keys", tuple(self.sensor_keys))
+        if self.hourly_tail_h is not None:
+            if int(self.hourly_tail_h) != self.hourly_tail_h or self.hourly_tail_h < 0:
+                raise ValueError(f"hourly_tail_h must be whole hours ≥ 0: {self.hourly_tail_h}")
+            object.__setattr__(self, "hourly_tail_h", int(self.hourly_tail_h))
 
     @property
     def max_window_h(self) -> int:
@@ -152,7 +160,8 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureConfig:
-        fields_ = dict(data)
+        # A stored configuration without the field was trained on 1 h buckets everywhere.
+        fields_ = {"hourly_tail_h": None, **data}
         for name in ("windows_h", "anomaly_windows_h", "alert_windows_h", "sensor_keys"):
             if fields_.get(name) is not None:
                 fields_[name] = tuple(fields_[name])
@@ -540,6 +549,9 @@ class _Buckets:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BUCKET_FIELDS))
 
 
+Ranges = dict[int, list[tuple[int, int]]]  # series id -> [lo, hi) bucket_ms ranges
+
+
 _BUCKET_FIELDS = ("sidx", "start", "end", "count", "mean", "m2", "min", "max", "last")
 
 
@@ -638,7 +650,7 @@ def _fetch_rollups(
     session: Session,
     fleet: _Fleet,
     resolution_s: int,
-    ranges: dict[int, list[tuple[int, int]]] | None,
+    ranges: Ranges | None,
 ) -> _Buckets:
     """The buckets of every series of the fleet (``ranges``: only bucket_ms in [lo, hi)).
 
@@ -658,7 +670,7 @@ def _fetch_rollups(
         parts = _fetch_sqlite(raw, resolution_s, ids, ranges)
     if not parts:
         return _empty_buckets()
-    sid = np.concatenate([np.full(p[0].shape[0], s, np.int64) for s, p in parts])
+    sid = np.concatenate([s for s, _ in parts])
     columns = []
     for i in range(7):  # column by column, letting go of the pieces (peak memory)
         columns.append(np.concatenate([p[i] for _, p in parts]))
@@ -678,11 +690,12 @@ def _fetch_rollups(
     )
 
 
-_Part = tuple[int, list[npt.NDArray[Any]]]  # series id, (start, count, mean, m2, min, max, last)
+# Series ids (one per bucket), then (start, count, mean, m2, min, max, last).
+_Part = tuple[I64, list[npt.NDArray[Any]]]
 
 
 def _fetch_postgres(
-    raw: Any, resolution_s: int, ids: Sequence[int], ranges: dict[int, list[tuple[int, int]]] | None
+    raw: Any, resolution_s: int, ids: Sequence[int], ranges: Ranges | None
 ) -> list[_Part]:
     """One row per series and range, its buckets packed into one bytea by an index scan (in
     index order, which the caller checks: it sorts if need be)."""
@@ -708,7 +721,7 @@ def _fetch_postgres(
             records = np.frombuffer(packed, dtype=_PG_RECORD)
             parts.append(
                 (
-                    int(series_id),
+                    np.full(records.shape[0], int(series_id), np.int64),
                     [records["bucket_ms"].astype(np.int64), records["count"].astype(np.float64)]
                     + [records[n].astype(np.float64) for n in ("mean", "m2", "min", "max", "last")],
                 )
@@ -717,55 +730,72 @@ def _fetch_postgres(
 
 
 def _fetch_sqlite(
-    raw: Any, resolution_s: int, ids: Sequence[int], ranges: dict[int, list[tuple[int, int]]] | None
+    raw: Any, resolution_s: int, ids: Sequence[int], ranges: Ranges | None
 ) -> list[_Part]:
+    """Training: one statement per series (a year of buckets each). Scoring (``ranges``): one
+    statement for many series' few buckets each, so the cost is the rows, not the statements."""
     span = resolution_s * 1000
     shift = _PACK_SHIFT[resolution_s]
-    head = (
-        f"SELECT (bucket_ms / {span}) * {1 << shift} + count, mean FROM readings_rollup"
-        " WHERE series_id = ? AND resolution_s = ? AND bucket_ms >= ? AND bucket_ms < ?"
-        " ORDER BY bucket_ms"
-    )
-    rest = (
-        f"SELECT bucket_ms / {span}, m2, min, max, last FROM readings_rollup"
-        " WHERE series_id = ? AND resolution_s = ? AND bucket_ms >= ? AND bucket_ms < ?"
-        " AND count > 1 ORDER BY bucket_ms"
-    )
+    per_statement = 1 if ranges is None else 200
     parts: list[_Part] = []
     cursor = raw.cursor()
     try:
-        for series_id in ids:
-            spans = [(0, TIME_LIMIT)] if ranges is None else ranges[series_id]
-            pieces = []
-            for lo, hi in spans:
-                rows = cursor.execute(head, (series_id, resolution_s, lo, hi)).fetchall()
+        for chunk in _chunks(ids, per_statement):
+            # Integers only are inlined; they come from our own queries.
+            values = ", ".join(
+                f"({int(s)}, {int(lo)}, {int(hi)})"
+                for s in chunk
+                for lo, hi in ([(0, TIME_LIMIT)] if ranges is None else ranges[s])
+            )
+            source = (
+                f"WITH q (sid, lo, hi) AS (VALUES {values}) SELECT q.sid, {{}} FROM q"
+                " JOIN readings_rollup r ON r.series_id = q.sid"
+                f" AND r.resolution_s = {int(resolution_s)}"
+                " AND r.bucket_ms >= q.lo AND r.bucket_ms < q.hi"
+            )
+            if resolution_s == 86400:
+                # Days nearly always hold several points: every value in one pass.
+                rows = cursor.execute(
+                    source.format("r.bucket_ms, r.count, r.mean, r.m2, r.min, r.max, r.last")
+                ).fetchall()
                 if rows:
-                    pieces.append(np.array(rows, dtype=np.float64))
-            if not pieces:
+                    packed = np.array(rows, dtype=np.float64)
+                    columns = [packed[:, i].copy() for i in range(1, 8)]
+                    columns[0] = columns[0].astype(np.int64)
+                    parts.append((packed[:, 0].astype(np.int64), columns))
                 continue
-            packed = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
-            key = packed[:, 0].astype(np.int64)
+            rows = cursor.execute(
+                source.format(f"(r.bucket_ms / {span}) * {1 << shift} + r.count, r.mean")
+            ).fetchall()
+            if not rows:
+                continue
+            packed = np.array(rows, dtype=np.float64)
+            sid = packed[:, 0].astype(np.int64)
+            key = packed[:, 1].astype(np.int64)
             index = key >> shift
             count = (key & ((1 << shift) - 1)).astype(np.float64)
-            mean = packed[:, 1].copy()
+            mean = packed[:, 2].copy()
             m2 = np.zeros_like(mean)
             mn, mx, last = mean.copy(), mean.copy(), mean.copy()
             if np.any(count > 1):
-                extra = [
-                    np.array(r, dtype=np.float64).reshape(-1, 5)
-                    for lo, hi in spans
-                    if (r := cursor.execute(rest, (series_id, resolution_s, lo, hi)).fetchall())
-                ]
-                if extra:
-                    more = np.concatenate(extra)
-                    at = np.searchsorted(index, more[:, 0].astype(np.int64))
+                more_rows = cursor.execute(
+                    source.format(f"r.bucket_ms / {span}, r.m2, r.min, r.max, r.last")
+                    + " AND r.count > 1"
+                ).fetchall()
+                if more_rows:
+                    more = np.array(more_rows, dtype=np.float64)
+                    # (series, bucket index) as one sortable integer: indices stay < 2^32.
+                    have = (sid << 32) + index
+                    order = np.argsort(have, kind="stable")
+                    want = (more[:, 0].astype(np.int64) << 32) + more[:, 1].astype(np.int64)
+                    at = order[np.searchsorted(have[order], want)]
                     m2[at], mn[at], mx[at], last[at] = (
-                        more[:, 1],
                         more[:, 2],
                         more[:, 3],
                         more[:, 4],
+                        more[:, 5],
                     )
-            parts.append((series_id, [index * span, count, mean, m2, mn, mx, last]))
+            parts.append((sid, [index * span, count, mean, m2, mn, mx, last]))
     finally:
         cursor.close()
     return parts
@@ -830,43 +860,55 @@ def _seg(reducer: np.ufunc, padded: F64, lo: I64, hi: I64) -> F64:
 
 @dataclass
 class _SeriesArrays:
-    """Per-bucket quantities on the merged buckets, plus per-series constants."""
+    """Per-bucket quantities of one resolution's buckets (sorted by series, availability)."""
 
     key: I64  # (sidx << 43) + avail: where each bucket counts
-    tau_h: F64  # bucket centre, hours from the series' first bucket centre
-    x: F64  # bucket mean minus the series' first bucket mean (fewer cancellations)
+    tau_h: F64  # bucket centre, hours from the series' reference time
+    x: F64  # bucket mean minus the series' shift (fewer cancellations)
     ewma_num: F64
     ewma_den: F64
-    shift: F64  # per series index: the first bucket mean (NaN where no bucket)
     first: I64  # per series index: index of its first bucket (== next's when none)
 
 
-def _series_arrays(b: _Buckets, n_series: int, avail: I64, halflife_h: float) -> _SeriesArrays:
-    first = np.searchsorted(b.sidx, np.arange(n_series + 1)).astype(np.int64)
-    has = first[1:] > first[:-1]
+def _series_constants(parts: Sequence[tuple[_Buckets, I64]], n_series: int) -> tuple[F64, F64]:
+    """Per series: a shift (its first bucket's mean) and a time reference (that bucket's centre,
+    ms), from the first of ``parts`` holding a bucket of it; both fixed by the first data."""
     shift = np.full(n_series, np.nan)
-    origin = np.zeros(n_series)
-    head = first[:-1][has]
-    shift[has] = b.mean[head]
-    origin[has] = (b.start[head] + avail[head]) / 2.0
+    ref_ms = np.zeros(n_series)
+    for b, avail in parts:
+        first = np.searchsorted(b.sidx, np.arange(n_series + 1))
+        has = (first[1:] > first[:-1]) & np.isnan(shift)
+        head = first[:-1][has]
+        shift[has] = b.mean[head]
+        ref_ms[has] = (b.start[head] + avail[head]) / 2.0
+    return shift, ref_ms
+
+
+def _series_arrays(
+    b: _Buckets,
+    n_series: int,
+    avail: I64,
+    shift: F64,
+    ref_ms: F64,
+    halflife_h: float,
+    weight: F64 | None,
+) -> _SeriesArrays:
+    first = np.searchsorted(b.sidx, np.arange(n_series + 1)).astype(np.int64)
     tau = (b.start + avail) / 2.0
-    tau -= origin[b.sidx]
+    tau -= ref_ms[b.sidx]
     tau /= HOUR_MS
     x = b.mean - shift[b.sidx]
-    num, den = _ewma_states(tau, x, first, halflife_h)
+    num, den = _ewma_states(tau, x, first, halflife_h, weight)
     return _SeriesArrays(
-        key=(b.sidx << TIME_BITS) + avail,
-        tau_h=tau,
-        x=x,
-        ewma_num=num,
-        ewma_den=den,
-        shift=shift,
-        first=first,
+        key=(b.sidx << TIME_BITS) + avail, tau_h=tau, x=x, ewma_num=num, ewma_den=den, first=first
     )
 
 
-def _ewma_states(tau_h: F64, x: F64, first: I64, halflife_h: float) -> tuple[F64, F64]:
-    """Running sums num_k = Σ_{j≤k} x_j 2^(-(τ_k-τ_j)/h) and den_k (the same with 1), per series.
+def _ewma_states(
+    tau_h: F64, x: F64, first: I64, halflife_h: float, weight: F64 | None = None
+) -> tuple[F64, F64]:
+    """Running sums num_k = Σ_{j≤k} w_j x_j 2^(-(τ_k-τ_j)/h) and den_k (the same without x), per
+    series; w_j = 1, or ``weight``.
 
     Closed form within chunks of at most 500 half-lives (so 2^e stays finite), each chunk
     starting from the previous one's decayed state; cumulative sums are sequential, so a value
@@ -885,9 +927,16 @@ def _ewma_states(tau_h: F64, x: F64, first: I64, halflife_h: float) -> tuple[F64
             end = max(start + 1, int(np.searchsorted(tau_h[start:b], t0 + span)) + start)
             e = (tau_h[start:end] - t0) / halflife_h
             w = np.exp2(e)
+            if weight is not None:
+                w_x = w * weight[start:end]
+                sum_w = np.cumsum(w_x)
+                w_x *= x[start:end]
+            else:
+                sum_w = np.cumsum(w)
+                w_x = x[start:end] * w
             decay = 2.0 ** (-(t0 - carry_tau) / halflife_h)
-            num[start:end] = (np.cumsum(x[start:end] * w) + carry_num * decay) / w
-            den[start:end] = (np.cumsum(w) + carry_den * decay) / w
+            num[start:end] = (np.cumsum(w_x) + carry_num * decay) / w
+            den[start:end] = (sum_w + carry_den * decay) / w
             carry_num, carry_den, carry_tau = num[end - 1], den[end - 1], tau_h[end - 1]
             start = end
     return num, den
@@ -897,10 +946,103 @@ def _pair_key(s: I64, t: I64) -> I64:
     return (s << TIME_BITS) + np.clip(t, -1, TIME_LIMIT - 1)
 
 
+@dataclass
+class _Sums:
+    """Per (row, sensor) pair, over one segment of buckets (or several, added)."""
+
+    buckets: I64
+    n: F64
+    nx: F64
+    q: F64  # Σ (n x² + m2)
+    nt: F64
+    ntt: F64
+    ntx: F64
+    min: F64  # +inf where empty
+    max: F64  # -inf where empty
+
+    def __add__(self, other: _Sums) -> _Sums:
+        return _Sums(
+            self.buckets + other.buckets,
+            self.n + other.n,
+            self.nx + other.nx,
+            self.q + other.q,
+            self.nt + other.nt,
+            self.ntt + other.ntt,
+            self.ntx + other.ntx,
+            np.minimum(self.min, other.min),
+            np.maximum(self.max, other.max),
+        )
+
+
+def _segment_sums(
+    b: _Buckets, arr: _SeriesArrays, segments: Sequence[tuple[I64, I64]], moments: bool = False
+) -> list[_Sums]:
+    """The sums of every segment [lo, hi) (``moments``: counts and the first two moments only).
+    One spare-padded buffer is filled with each per-bucket quantity in turn."""
+    n_b = len(b)
+    buf = np.zeros(n_b + 1)
+    v = buf[:n_b]
+    sizes = [np.maximum(hi - lo, 0) for lo, hi in segments]
+
+    def seg(reducer: np.ufunc = np.add, fill: float = 0.0) -> list[F64]:
+        out = [_seg(reducer, buf, lo, hi) for lo, hi in segments]
+        return [np.where(size > 0, o, fill) for o, size in zip(out, sizes, strict=True)]
+
+    v[:] = b.count
+    s_n = seg()
+    np.multiply(b.count, arr.x, out=v)
+    s_nx = seg()
+    np.multiply(arr.x, arr.x, out=v)
+    v *= b.count
+    v += b.m2
+    s_q = seg()
+    if moments:
+        nothing = [np.zeros(s.shape[0]) for s in sizes]
+        s_nt = s_ntt = s_ntx = nothing
+        s_min = [z + np.inf for z in nothing]
+        s_max = [z - np.inf for z in nothing]
+    else:
+        np.multiply(b.count, arr.tau_h, out=v)
+        s_nt = seg()
+        v *= arr.tau_h
+        s_ntt = seg()
+        np.multiply(b.count, arr.tau_h, out=v)
+        v *= arr.x
+        s_ntx = seg()
+        v[:] = b.min
+        s_min = seg(np.minimum, np.inf)
+        v[:] = b.max
+        s_max = seg(np.maximum, -np.inf)
+    return [
+        _Sums(sizes[i], s_n[i], s_nx[i], s_q[i], s_nt[i], s_ntt[i], s_ntx[i], s_min[i], s_max[i])
+        for i in range(len(segments))
+    ]
+
+
+def _ewma_part(
+    arr: _SeriesArrays, pair_s: I64, lo: I64, hi: I64, halflife_h: float
+) -> tuple[F64, F64, F64, B1]:
+    """The EWMA sums of the buckets [lo, hi) of each pair, referred to the segment's newest
+    bucket centre: (num, den, that centre, non-empty)."""
+    has = hi > lo
+    if not arr.tau_h.shape[0]:
+        zero = np.zeros(pair_s.shape[0])
+        return zero, zero, zero, has
+    k_t = np.maximum(hi - 1, 0)
+    k_s = lo - 1
+    before = (k_s >= arr.first[pair_s]) & has
+    k_s = np.where(before, k_s, k_t)
+    decay = np.where(before, np.exp2(-(arr.tau_h[k_t] - arr.tau_h[k_s]) / halflife_h), 0.0)
+    num = np.where(has, arr.ewma_num[k_t] - decay * arr.ewma_num[k_s], 0.0)
+    den = np.where(has, arr.ewma_den[k_t] - decay * arr.ewma_den[k_s], 0.0)
+    return num, den, arr.tau_h[k_t], has
+
+
 def _sensor_features(
     fleet: _Fleet,
-    buckets: _Buckets,
-    avail: I64,
+    recent: _Buckets,
+    recent_avail: I64,
+    daily: _Buckets | None,
     rows_asset: I64,
     rows_t: I64,
     origin_ms: I64,
@@ -908,11 +1050,30 @@ def _sensor_features(
     X: F64,
     column_of: dict[tuple[int, str, int | None], int],
 ) -> None:
-    """Fill the sensor columns of X (rows × columns, NaN-initialised) in place."""
+    """Fill the sensor columns of X (rows × columns, NaN-initialised) in place.
+
+    ``recent``: the 1 h buckets (daily stand-ins where they are gone); ``daily``: the 1 d
+    buckets, which make up the windows before each row's cut (``config.hourly_tail_h``) and
+    the baseline; None: the 1 h buckets everywhere (configurations from before the cut).
+    """
     n_series = fleet.series_id.shape[0]
     if not n_series or not rows_t.shape[0]:
         return
-    arr = _series_arrays(buckets, n_series, avail, config.ewma_halflife_h)
+    split = daily is not None and config.hourly_tail_h is not None
+    halflife = config.ewma_halflife_h
+    d_avail = daily.end if daily is not None else np.empty(0, np.int64)
+    parts = [(recent, recent_avail)] + ([(daily, d_avail)] if daily is not None and split else [])
+    shift, ref_ms = _series_constants(parts, n_series)
+    # Where daily and hourly buckets mix, points weigh in the EWMA by their count, so that a
+    # day weighs as its points do in either resolution.
+    hr = _series_arrays(
+        recent, n_series, recent_avail, shift, ref_ms, halflife, recent.count if split else None
+    )
+    dr = (
+        _series_arrays(daily, n_series, d_avail, shift, ref_ms, halflife, daily.count)
+        if daily is not None and split
+        else None
+    )
     # The series of each (asset, key), -1 where the asset lacks the sensor.
     of = np.full((len(fleet.asset_ids), len(fleet.keys)), -1, dtype=np.int64)
     of[fleet.series_asset, fleet.series_key] = np.arange(n_series)
@@ -929,56 +1090,46 @@ def _sensor_features(
         pair_col[order],
         pair_t[order],
     )
+    if split:
+        assert config.hourly_tail_h is not None
+        cut = (pair_t - config.hourly_tail_h * HOUR_MS) // DAY_MS * DAY_MS
+    else:
+        cut = np.full(pair_t.shape[0], -1, dtype=np.int64)
 
-    hi = np.searchsorted(arr.key, _pair_key(pair_s, pair_t), side="right")
+    windows = list(config.windows_h)
+    hi = np.searchsorted(hr.key, _pair_key(pair_s, pair_t), side="right")
+    h_los = [
+        np.searchsorted(hr.key, _pair_key(pair_s, np.maximum(pair_t - w * HOUR_MS, cut)), "right")
+        for w in windows
+    ]
     # Baseline: the buckets complete in (origin + start, origin + start + length], per series.
     base_lo_t = origin_ms + int(config.baseline_start_h * HOUR_MS)
     base_hi_t = base_lo_t + int(config.baseline_h * HOUR_MS)
     s_all = np.arange(n_series, dtype=np.int64)
     s_asset = fleet.series_asset
-    b_lo = np.searchsorted(arr.key, _pair_key(s_all, base_lo_t[s_asset]), side="right")
-    b_hi = np.searchsorted(arr.key, _pair_key(s_all, base_hi_t[s_asset]), side="right")
-    windows = list(config.windows_h)
-    los = [
-        np.searchsorted(arr.key, _pair_key(pair_s, pair_t - w * HOUR_MS), side="right")
-        for w in windows
-    ]
-    # One spare-padded buffer, filled with each per-bucket quantity in turn, summed over the
-    # baseline (first entry) and every window (the rest).
-    n_b = len(buckets)
-    buf = np.zeros(n_b + 1)
-    v = buf[:n_b]
-    segments = [(b_lo, b_hi)] + [(lo, hi) for lo in los]
-
-    def sums(reducer: np.ufunc = np.add, baseline: bool = True) -> list[F64]:
-        return [_seg(reducer, buf, lo, h) for lo, h in segments[0 if baseline else 1 :]]
-
-    n, x, tau = buckets.count, arr.x, arr.tau_h
-    v[:] = n
-    s_n = sums()
-    np.multiply(n, x, out=v)
-    s_nx = sums()
-    np.multiply(x, x, out=v)
-    v *= n
-    v += buckets.m2
-    s_q = sums()
-    np.multiply(n, tau, out=v)
-    s_nt = sums(baseline=False)
-    v *= tau
-    s_ntt = sums(baseline=False)
-    np.multiply(n, tau, out=v)
-    v *= x
-    s_ntx = sums(baseline=False)
-    v[:] = buckets.min
-    s_min = sums(np.minimum, baseline=False)
-    v[:] = buckets.max
-    s_max = sums(np.maximum, baseline=False)
+    base, base_arr = (daily, dr) if dr is not None and daily is not None else (recent, hr)
+    b_lo = np.searchsorted(base_arr.key, _pair_key(s_all, base_lo_t[s_asset]), side="right")
+    b_hi = np.searchsorted(base_arr.key, _pair_key(s_all, base_hi_t[s_asset]), side="right")
+    (bs,) = _segment_sums(base, base_arr, [(b_lo, b_hi)], moments=True)
+    sums = _segment_sums(recent, hr, [(lo, hi) for lo in h_los])
+    d_los: list[I64] = []
+    d_hi = np.zeros(pair_s.shape[0], dtype=np.int64)
+    if dr is not None and daily is not None:
+        d_hi = np.searchsorted(dr.key, _pair_key(pair_s, cut), side="right")
+        d_los = [
+            np.minimum(
+                np.searchsorted(dr.key, _pair_key(pair_s, pair_t - w * HOUR_MS), "right"), d_hi
+            )
+            for w in windows
+        ]
+        older = _segment_sums(daily, dr, [(lo, d_hi) for lo in d_los])
+        sums = [a + b for a, b in zip(sums, older, strict=True)]
 
     with np.errstate(invalid="ignore", divide="ignore"):
-        bn = s_n[0]
-        b_mean_x = s_nx[0] / np.where(bn > 0, bn, np.nan)
-        b_var = np.maximum(s_q[0] - bn * b_mean_x * b_mean_x, 0.0) / np.where(bn > 0, bn, np.nan)
-        b_mean = b_mean_x + arr.shift
+        bn = bs.n
+        b_mean_x = bs.nx / np.where(bn > 0, bn, np.nan)
+        b_var = np.maximum(bs.q - bn * b_mean_x * b_mean_x, 0.0) / np.where(bn > 0, bn, np.nan)
+        b_mean = b_mean_x + shift
         b_std = np.sqrt(b_var)
         baseline_ready = pair_t >= base_hi_t[s_asset[pair_s]]
         pb_mean = np.where(baseline_ready, b_mean[pair_s], np.nan)
@@ -991,22 +1142,20 @@ def _sensor_features(
             X[pair_row, cols[pair_col]] = values
 
         for i, window in enumerate(windows):
-            lo = los[i]
-            count = s_n[i + 1]
+            s = sums[i]
+            count = s.n
             empty = count <= 0
             nz = np.where(empty, np.nan, count)
-            sx = s_nx[i + 1]
-            mean_x = sx / nz
-            var = np.maximum(s_q[i + 1] - count * mean_x * mean_x, 0.0) / nz
-            mean = mean_x + arr.shift[pair_s]
+            mean_x = s.nx / nz
+            var = np.maximum(s.q - count * mean_x * mean_x, 0.0) / nz
+            mean = mean_x + shift[pair_s]
             put("mean", window, mean)
             put("std", window, np.sqrt(var))
-            put("min", window, np.where(empty, np.nan, s_min[i]))
-            put("max", window, np.where(empty, np.nan, s_max[i]))
-            st = s_nt[i]
-            t_var = s_ntt[i] - st * st / nz
-            cov = s_ntx[i] - st * sx / nz
-            spread = (hi - lo >= 2) & (t_var > 1e-9 * nz)
+            put("min", window, np.where(empty, np.nan, s.min))
+            put("max", window, np.where(empty, np.nan, s.max))
+            t_var = s.ntt - s.nt * s.nt / nz
+            cov = s.ntx - s.nt * s.nx / nz
+            spread = (s.buckets >= 2) & (t_var > 1e-9 * nz)
             put("slope", window, np.where(spread, cov / np.where(spread, t_var, 1.0), np.nan))
             delta = mean_x - pb_mean_x
             put("baseline_delta", window, delta)
@@ -1018,23 +1167,23 @@ def _sensor_features(
             )
             z_ok = pb_std > tiny
             put("baseline_z", window, np.where(z_ok, delta / np.where(z_ok, pb_std, 1.0), np.nan))
-        # Sensor-level: over the longest window.
-        lo = los[-1]
-        has = hi > lo
-        k_t = np.maximum(hi - 1, 0)
-        if not n_b:
+        # Sensor-level: over the longest window, the newest bucket and the EWMA.
+        num, den, ref_tau, has = _ewma_part(hr, pair_s, h_los[-1], hi, halflife)
+        last = np.where(has, recent.last[np.maximum(hi - 1, 0)], np.nan) if len(recent) else num
+        if dr is not None and daily is not None and len(daily):
+            d_num, d_den, d_tau, d_has = _ewma_part(dr, pair_s, d_los[-1], d_hi, halflife)
+            last = np.where(has, last, np.where(d_has, daily.last[np.maximum(d_hi - 1, 0)], np.nan))
+            # Both parts referred to the newer one's reference (the recent part is newer).
+            ref = np.where(has, ref_tau, d_tau)
+            scale = np.where(d_has, np.exp2(-(ref - d_tau) / halflife), 0.0)
+            num = num + d_num * scale
+            den = den + d_den * scale
+            has = has | d_has
+        if not (len(recent) or (daily is not None and len(daily))):
             return
-        put("last", None, np.where(has, buckets.last[k_t], np.nan))
-        k_s = lo - 1
-        before = (k_s >= arr.first[pair_s]) & has
-        k_s = np.where(before, k_s, k_t)
-        decay = np.where(
-            before, np.exp2(-(arr.tau_h[k_t] - arr.tau_h[k_s]) / config.ewma_halflife_h), 0.0
-        )
-        num = arr.ewma_num[k_t] - decay * arr.ewma_num[k_s]
-        den = arr.ewma_den[k_t] - decay * arr.ewma_den[k_s]
+        put("last", None, np.where(has, last, np.nan))
         ok = has & (den > 0)
-        put("ewma", None, np.where(ok, num / np.where(ok, den, 1.0) + arr.shift[pair_s], np.nan))
+        put("ewma", None, np.where(ok, num / np.where(ok, den, 1.0) + shift[pair_s], np.nan))
 
 
 # --- asset-level events --------------------------------------------------------------------
@@ -1048,9 +1197,16 @@ class _Events:
     alerts: dict[str, I64]
 
 
-def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet, since_ms: int) -> _Events:
-    """Maintenance records (all), and the alerts and flagged anomaly minutes from ``since_ms``
-    on (older ones fall outside every window)."""
+def _load_events(
+    session: Session,
+    tenant_id: uuid.UUID,
+    fleet: _Fleet,
+    since_ms: int,
+    *,
+    windowed: bool = True,
+) -> _Events:
+    """Maintenance records (all), and (``windowed``) the alerts and flagged anomaly minutes from
+    ``since_ms`` on (older ones fall outside every window)."""
     index = {a: i for i, a in enumerate(fleet.asset_ids)}
     maint_a: list[int] = []
     maint_t: list[int] = []
@@ -1084,10 +1240,13 @@ def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet, since_ms
             else:
                 maint_a.append(index[asset_id])
                 maint_t.append(at)
+        if not windowed:
+            continue
+        # By asset only (the fleet's assets are the tenant's): the primary key's order, where
+        # the tenant's index would visit every asset's minutes.
         minutes = session.execute(
             select(AnomalyScore.asset_id, AnomalyScore.minute_ms)
             .where(
-                AnomalyScore.tenant_id == tenant_id,
                 AnomalyScore.asset_id.in_(chunk),
                 AnomalyScore.flag.is_(True),
                 AnomalyScore.minute_ms >= since_ms - 60_000,
@@ -1114,6 +1273,79 @@ def _load_events(session: Session, tenant_id: uuid.UUID, fleet: _Fleet, since_ms
         anomalies=labels.event_keys(anom_a, anom_t),
         alerts={s: labels.event_keys(a, t) for s, (a, t) in alert_at.items()},
     )
+
+
+def _scoring_counts(
+    session: Session,
+    tenant_id: uuid.UUID,
+    fleet: _Fleet,
+    rows_asset: I64,
+    rows_t: I64,
+    config: FeatureConfig,
+) -> dict[str, F64]:
+    """Scoring rows' anomaly minutes and alerts per window, counted by the database (one row per
+    asset comes back, not every event): the same counts as ``labels.count_in_window`` over
+    ``_load_events``. Ids and times are inlined: they come from our own queries."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    out = {f"anomaly_minutes__{w}h": np.zeros(rows_t.shape[0]) for w in config.anomaly_windows_h}
+    for w in config.alert_windows_h:
+        for severity in SEVERITIES:
+            out[f"alerts_{severity}__{w}h"] = np.zeros(rows_t.shape[0])
+    row_of = {fleet.asset_ids[a]: i for i, a in enumerate(rows_asset.tolist())}
+
+    def ident(asset_id: uuid.UUID) -> str:
+        return f"CAST('{asset_id}' AS UUID)" if postgres else f"'{asset_id.hex}'"
+
+    def stamp(ms: int) -> str:
+        when = from_ms(ms)
+        if postgres:
+            return f"CAST('{when.isoformat()}' AS TIMESTAMPTZ)"
+        return f"'{when.replace(tzinfo=None).isoformat(sep=' ', timespec='microseconds')}'"
+
+    rows = list(zip(rows_asset.tolist(), rows_t.tolist(), strict=True))
+    minute_w = config.anomaly_windows_h
+    alert_w = config.alert_windows_h
+    for chunk in _chunks(rows, 500):
+        values = ", ".join(f"({ident(fleet.asset_ids[a])}, {int(t)})" for a, t in chunk)
+        # A minute counts once it is over: minute + 1 min in (t - W, t].
+        sums = ", ".join(
+            f"SUM(CASE WHEN m.minute_ms > m.t - {w * HOUR_MS + 60_000} THEN 1 ELSE 0 END)"
+            for w in minute_w
+        )
+        sql = (
+            f"WITH q (aid, t) AS (VALUES {values}) SELECT m.asset_id, {sums} FROM"
+            " (SELECT DISTINCT a.asset_id, a.minute_ms, q.t FROM q JOIN anomaly_scores a"
+            " ON a.asset_id = q.aid AND a.flag"
+            f" AND a.minute_ms > q.t - {minute_w[-1] * HOUR_MS + 60_000}"
+            " AND a.minute_ms <= q.t - 60000) m GROUP BY m.asset_id"
+        )
+        for asset_id, *counts in session.execute(text(sql)):
+            i = row_of[asset_id if isinstance(asset_id, uuid.UUID) else uuid.UUID(asset_id)]
+            for w, n in zip(minute_w, counts, strict=True):
+                out[f"anomaly_minutes__{w}h"][i] = float(n or 0)
+        values = ", ".join(
+            f"({ident(fleet.asset_ids[a])}, {stamp(int(t))}, "
+            + ", ".join(stamp(int(t) - w * HOUR_MS) for w in alert_w)
+            + ")"
+            for a, t in chunk
+        )
+        names = ", ".join(f"lo{i}" for i in range(len(alert_w)))
+        sums = ", ".join(
+            f"SUM(CASE WHEN a.triggered_at > q.lo{i} THEN 1 ELSE 0 END)"
+            for i in range(len(alert_w))
+        )
+        sql = (
+            f"WITH q (aid, t, {names}) AS (VALUES {values}) SELECT a.asset_id, a.severity, {sums}"
+            f" FROM q JOIN alerts a ON a.tenant_id = {ident(tenant_id)} AND a.asset_id = q.aid"
+            f" AND a.triggered_at > q.lo{len(alert_w) - 1} AND a.triggered_at <= q.t"
+            " GROUP BY a.asset_id, a.severity"
+        )
+        for asset_id, severity, *counts in session.execute(text(sql)):
+            i = row_of[asset_id if isinstance(asset_id, uuid.UUID) else uuid.UUID(asset_id)]
+            level = getattr(severity, "value", severity)
+            for w, n in zip(alert_w, counts, strict=True):
+                out[f"alerts_{level}__{w}h"][i] = float(n or 0)
+    return out
 
 
 # --- the dataset ---------------------------------------------------------------------------
@@ -1213,11 +1445,16 @@ def _origins(session: Session, fleet: _Fleet) -> I64:
 
 def _scoring_ranges(
     fleet: _Fleet, t_asset: I64, origin: I64, config: FeatureConfig
-) -> dict[int, list[tuple[int, int]]]:
-    """Per series: the baseline days and the days of the longest window before t (merged)."""
-    ranges: dict[int, list[tuple[int, int]]] = {}
+) -> tuple[Ranges, Ranges, dict[int, int]]:
+    """Per series, what scoring reads: (1 h ranges, 1 d ranges, cut). With an hourly tail, the
+    1 h buckets from the cut (whole days) and the 1 d buckets of the baseline and the longest
+    window; without, both resolutions over the baseline days and the longest window."""
+    hourly: Ranges = {}
+    daily: Ranges = {}
+    cuts: dict[int, int] = {}
     base_end = int((config.baseline_start_h + config.baseline_h) * HOUR_MS)
     window = config.max_window_h * HOUR_MS
+    tail = config.hourly_tail_h
     for sid, a in zip(fleet.series_id.tolist(), fleet.series_asset.tolist(), strict=True):
         t, o = int(t_asset[a]), int(origin[a])
         if t < 0 or o < 0:
@@ -1226,11 +1463,14 @@ def _scoring_ranges(
         recent_lo = max(0, t - window) // DAY_MS * DAY_MS - DAY_MS
         recent_hi = (t // DAY_MS + 1) * DAY_MS
         base_hi = -(-(o + base_end) // DAY_MS) * DAY_MS + DAY_MS
-        if base_hi >= recent_lo:
-            ranges[sid] = [(o, recent_hi)]
+        days = [(o, recent_hi)] if base_hi >= recent_lo else [(o, base_hi), (recent_lo, recent_hi)]
+        daily[sid] = days
+        if tail is None:
+            hourly[sid] = days
         else:
-            ranges[sid] = [(o, base_hi), (recent_lo, recent_hi)]
-    return ranges
+            cuts[sid] = (t - tail * HOUR_MS) // DAY_MS * DAY_MS
+            hourly[sid] = [(max(cuts[sid], 0), recent_hi)]
+    return hourly, daily, cuts
 
 
 def build_dataset(
@@ -1270,13 +1510,21 @@ def _build(
     if scoring:
         t_asset = latest.copy() if fixed_t is None else np.full(n_assets, fixed_t, np.int64)
         origin = _origins(session, fleet)
-        ranges = _scoring_ranges(fleet, t_asset, origin, config)
-        hourly = _fetch_rollups(session, fleet, 3600, ranges)
-        daily = _fetch_rollups(session, fleet, 86400, ranges)
+        hourly_ranges, daily_ranges, cuts = _scoring_ranges(fleet, t_asset, origin, config)
+        hourly = _ensure_sorted(_fetch_rollups(session, fleet, 3600, hourly_ranges))
+        daily = _ensure_sorted(_fetch_rollups(session, fleet, 86400, daily_ranges))
+        stand_ins = daily
+        if cuts and len(daily):
+            # Only the days the 1 h ranges cover can stand in for missing 1 h buckets.
+            cut = np.full(fleet.series_id.shape[0], TIME_LIMIT - 1, dtype=np.int64)
+            at = np.searchsorted(fleet.series_id, np.array(list(cuts), dtype=np.int64))
+            cut[at] = np.array(list(cuts.values()), dtype=np.int64)
+            stand_ins = daily.take(np.flatnonzero(daily.start >= cut[daily.sidx]))
     else:
-        hourly = _fetch_rollups(session, fleet, 3600, None)
-        daily = _fetch_rollups(session, fleet, 86400, None)
-    buckets = _ensure_sorted(_merge_resolutions(_ensure_sorted(hourly), _ensure_sorted(daily)))
+        hourly = _ensure_sorted(_fetch_rollups(session, fleet, 3600, None))
+        daily = _ensure_sorted(_fetch_rollups(session, fleet, 86400, None))
+        stand_ins = daily
+    buckets = _ensure_sorted(_merge_resolutions(hourly, stand_ins))
     bucket_asset = fleet.series_asset[buckets.sidx] if len(buckets) else np.empty(0, np.int64)
     if not scoring:
         origin = np.full(n_assets, TIME_LIMIT - 1, dtype=np.int64)
@@ -1310,11 +1558,14 @@ def _build(
         if spec.sensor is not None:
             column_of[(key_index[spec.sensor], spec.stat, spec.window_h)] = j
     X = np.full((rows_t.shape[0], len(specs)), np.nan)
-    _sensor_features(fleet, buckets, avail, rows_asset, rows_t, origin, config, X, column_of)
+    daily_part = daily if config.hourly_tail_h is not None else None
+    _sensor_features(
+        fleet, buckets, avail, daily_part, rows_asset, rows_t, origin, config, X, column_of
+    )
 
     lookback = max(config.anomaly_windows_h[-1], config.alert_windows_h[-1]) * HOUR_MS
     since = int(rows_t.min()) - lookback if rows_t.shape[0] else 0
-    events = _load_events(session, tenant_id, fleet, since)
+    events = _load_events(session, tenant_id, fleet, since, windowed=not scoring)
     col = {s.name: j for j, s in enumerate(specs)}
     X[:, col["days_since_maintenance"]] = labels.days_since_last(
         events.maintenance, rows_asset, rows_t
@@ -1324,15 +1575,26 @@ def _build(
     install = np.array([-1 if v is None else v for v in fleet.install_ms], dtype=np.int64)
     start = np.where(install >= 0, install, origin)[rows_asset] if n_assets else rows_t
     X[:, col["age_days"]] = np.where(start >= 0, (rows_t - start) / DAY_MS, np.nan)
-    for window in config.anomaly_windows_h:
-        X[:, col[f"anomaly_minutes__{window}h"]] = labels.count_in_window(
-            events.anomalies, rows_asset, rows_t, window * HOUR_MS
-        )
-    for window in config.alert_windows_h:
-        for severity in SEVERITIES:
-            X[:, col[f"alerts_{severity}__{window}h"]] = labels.count_in_window(
-                events.alerts[severity], rows_asset, rows_t, window * HOUR_MS
+    if scoring:
+        if rows_t.shape[0]:
+            for name, counts in _scoring_counts(
+                session, tenant_id, fleet, rows_asset, rows_t, config
+            ).items():
+                X[:, col[name]] = counts
+        else:
+            for name in col:
+                if name.startswith(("anomaly_minutes__", "alerts_")):
+                    X[:, col[name]] = 0.0
+    else:
+        for window in config.anomaly_windows_h:
+            X[:, col[f"anomaly_minutes__{window}h"]] = labels.count_in_window(
+                events.anomalies, rows_asset, rows_t, window * HOUR_MS
             )
+        for window in config.alert_windows_h:
+            for severity in SEVERITIES:
+                X[:, col[f"alerts_{severity}__{window}h"]] = labels.count_in_window(
+                    events.alerts[severity], rows_asset, rows_t, window * HOUR_MS
+                )
     type_code = {t: float(i) for i, t in enumerate(types)}
     asset_type = np.array([type_code.get(t, np.nan) for t in fleet.types] + [np.nan])
     X[:, col["asset_type"]] = asset_type[rows_asset] if n_assets else np.nan
