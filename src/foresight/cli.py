@@ -804,6 +804,41 @@ def bench_detect(
         out.print(line, highlight=False, soft_wrap=True)
 
 
+@bench_app.command("predict")
+def bench_predict(
+    assets: Annotated[int, typer.Option(min=1, help="Assets scored (the batch figure)")] = 1000,
+    days: Annotated[int, typer.Option(min=10, help="Days of hourly history per asset")] = 60,
+    sensors: Annotated[int, typer.Option(min=1, help="Sensors per asset")] = 10,
+    requests: Annotated[int, typer.Option(min=1, help="Single-prediction HTTP requests")] = 200,
+    repeats: Annotated[int, typer.Option(min=1, help="Batch measurements of each kind")] = 3,
+    train_assets: Annotated[
+        int, typer.Option(min=4, help="Assets of the fleet the model is trained on")
+    ] = 100,
+    http: Annotated[
+        bool, typer.Option(help="Also measure through a real `foresight serve`")
+    ] = True,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL server for a throwaway database (default: SQLite file)"),
+    ] = None,
+) -> None:
+    """Scoring speed: one prediction through HTTP (p50/p95/p99) and a batch of all the assets
+    (features from the store included), against the targets."""
+    from foresight.prediction import bench as prediction_bench
+
+    for line in prediction_bench.run_predict_bench(
+        database_url,
+        assets=assets,
+        sensors=sensors,
+        days=days,
+        train_assets=train_assets,
+        requests=requests,
+        repeats=repeats,
+        http=http,
+    ):
+        out.print(line, highlight=False, soft_wrap=True)
+
+
 @eval_app.command("anomaly")
 def eval_anomaly(
     seed: Annotated[int, typer.Option(help="Seed of the plant and the fault positions")] = 7,

@@ -22,6 +22,7 @@ see. Alerts and anomaly minutes are inserted in bulk.
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import resource
 import tempfile
 import time
@@ -104,7 +105,7 @@ def seed_fleet(
                 ids.append(sensor.series_id)
             series.append((asset.id, ids))
             n_fail = int(rng.integers(0, 4))
-            at = sorted(int(x) for x in rng.integers(40, days - 5, n_fail))
+            at = sorted(int(x) for x in rng.integers(min(40, days // 3), days - 5, n_fail))
             failures[asset.id] = [start_ms + d * DAY_MS + 7 * HOUR_MS for d in at]
             for f_ms in failures[asset.id]:
                 when = datetime.fromtimestamp(f_ms / 1000, UTC)
@@ -275,7 +276,13 @@ def _in_child(target: Any, *args: Any) -> Any:
     out = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, out))
     proc.start()
-    result = out.get()
+    while True:  # a child that dies (an error, killed) must not leave us waiting
+        try:
+            result = out.get(timeout=1)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} exited with {proc.exitcode}") from None
     proc.join()
     if proc.exitcode:
         raise RuntimeError(f"{target.__name__} exited with {proc.exitcode}")
@@ -330,3 +337,276 @@ def _fresh_database(database_url: str | None, tmp: Path) -> tuple[str, Any]:
         admin.dispose()
 
     return admin_url.set(database=name).render_as_string(hide_password=False), drop
+
+
+# --- foresight bench predict ------------------------------------------------------------------
+# Scoring speed: the issue's targets, p99 of one prediction through HTTP and a batch of 1,000.
+
+SINGLE_P99_TARGET_MS = 20.0
+BATCH_TARGET_S = 1.0
+BATCH_TARGET_ASSETS = 1000
+
+
+def _register_champion(url: str, source_tenant: str, target_tenant: str) -> dict[str, Any]:
+    """Copy the source tenant's champion into the target tenant's registry as its champion: the
+    fleet being scored gets a model trained on a fleet of the same kind (training the big fleet
+    itself would only make the bench slower, not the scoring)."""
+    from foresight.kit.db import Database
+    from foresight.models import ModelVersion
+    from foresight.prediction import registry
+
+    db = Database.from_url(url)
+    with db.transaction() as session:
+        src = registry.champion(session, uuid.UUID(source_tenant))
+        assert src is not None, "the training fleet has no champion"
+        copy = ModelVersion(
+            tenant_id=uuid.UUID(target_tenant),
+            version=registry.next_number(session, uuid.UUID(target_tenant)),
+            status=src.status,
+            data_start=src.data_start,
+            data_end=src.data_end,
+            holdout_start=src.holdout_start,
+            feature_specs=src.feature_specs,
+            feature_config=src.feature_config,
+            categories=src.categories,
+            params=src.params,
+            metrics=src.metrics,
+            horizons=src.horizons,
+            max_rul_days=src.max_rul_days,
+            artifact=src.artifact,
+            created_by="bench",
+            note=f"copied from the training fleet's version {src.version}",
+        )
+        session.add(copy)
+        session.flush()
+        registry.promote(session, copy, by="bench")
+        info = {"features": len(src.feature_specs), "version": copy.version}
+    db.dispose()
+    return info
+
+
+def _prepare_predict(url: str, kwargs: dict[str, Any], train_assets: int, out: Any) -> None:
+    """Migrate, seed the scored fleet and a training fleet, train, register the champion."""
+    from foresight.kit import migrate
+    from foresight.kit.db import Database
+    from foresight.prediction import modeling, service
+
+    migrate.upgrade(url)
+    started = time.perf_counter()
+    tenant_id, points = seed_fleet(url, **kwargs)
+    train_tenant, _ = seed_fleet(url, **{**kwargs, "assets": train_assets, "seed": 1})
+    seed_s = time.perf_counter() - started
+    started = time.perf_counter()
+    db = Database.from_url(url)
+    result = service.train(db, train_tenant, train_config=modeling.TrainConfig(num_boost_round=300))
+    db.dispose()
+    train_s = time.perf_counter() - started
+    info = _register_champion(url, str(train_tenant), str(tenant_id))
+    out.put((str(tenant_id), points, seed_s, train_s, result.reason, info))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _spread(values: list[float]) -> str:
+    """median (min–max) of repeated figures."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{float(np.median(values)):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def _service_batches(url: str, tenant_id: str, repeats: int, out: Any) -> None:
+    """service.predict over the whole fleet, stored, with and without explanations (warm:
+    one unmeasured call first loads the model and fills the connection pool)."""
+    from foresight.kit.db import Database
+    from foresight.prediction import service
+
+    db = Database.from_url(url)
+    tid = uuid.UUID(tenant_id)
+    rows = service.predict(db, tid, store=False)
+    fallback = sum(r.fallback for r in rows)
+    ids = [r.asset_id for r in rows]
+    figures: dict[str, list[float]] = {"explain": [], "plain": []}
+    for _ in range(repeats):
+        for key, explain in (("explain", True), ("plain", False)):
+            started = time.perf_counter()
+            service.predict(db, tid, ids, include_explanation=explain)
+            figures[key].append(time.perf_counter() - started)
+    db.dispose()
+    out.put((len(rows), fallback, figures))
+
+
+def _http_measure(
+    base: str, token: str, ids: list[str], requests: int, repeats: int
+) -> dict[str, Any]:
+    import httpx
+
+    rng = np.random.default_rng(7)
+    headers = {"Authorization": f"Bearer {token}"}
+    result: dict[str, Any] = {"single": {}, "batch": {"explain": [], "plain": []}}
+    with httpx.Client(base_url=base, headers=headers, timeout=300) as client:
+        probe = client.get(f"/api/v1/assets/{ids[0]}/prediction", params={"refresh": "true"})
+        if probe.status_code == 404 and "prediction" not in probe.text:
+            return {"missing": f"GET /api/v1/assets/{{id}}/prediction answered {probe.status_code}"}
+        probe.raise_for_status()
+        result["fallback"] = bool(probe.json().get("fallback"))
+        latencies = []
+        for asset in rng.choice(ids, requests).tolist():
+            started = time.perf_counter()
+            response = client.get(f"/api/v1/assets/{asset}/prediction", params={"refresh": "true"})
+            latencies.append((time.perf_counter() - started) * 1000)
+            response.raise_for_status()
+        result["single"]["explain"] = latencies
+        batch = ids[:BATCH_TARGET_ASSETS]
+        for _ in range(repeats):
+            for key, explain in (("explain", True), ("plain", False)):
+                started = time.perf_counter()
+                response = client.post(
+                    "/api/v1/predictions",
+                    json={"asset_ids": batch, "include_explanation": explain},
+                )
+                result["batch"][key].append(time.perf_counter() - started)
+                response.raise_for_status()
+        result["batch_assets"] = len(batch)
+    return result
+
+
+def _token(url: str, tenant_id: str, secret: str) -> str:
+    from foresight.auth import security
+    from foresight.config import Settings
+    from foresight.kit.db import Database
+    from foresight.models import Role, User
+
+    db = Database.from_url(url)
+    settings = Settings(database_url=url, secret_key=secret)
+    with db.transaction() as session:
+        user = User(
+            tenant_id=uuid.UUID(tenant_id), email=f"bench-{uuid.uuid4().hex[:6]}@example.com",
+            role=Role.admin, password_hash=security.hash_password("bench-password"),
+        )  # fmt: skip
+        session.add(user)
+        session.flush()
+        token, _ = security.create_token(
+            settings, user_id=user.id, tenant_id=user.tenant_id, version=0, kind="access"
+        )
+    db.dispose()
+    return token
+
+
+def _asset_ids(url: str, tenant_id: str) -> list[str]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT id FROM assets WHERE tenant_id = :t ORDER BY tag"),
+            {"t": uuid.UUID(tenant_id).hex if url.startswith("sqlite") else tenant_id},
+        ).all()
+    engine.dispose()
+    return [str(uuid.UUID(str(r[0]))) for r in rows]
+
+
+def run_predict_bench(
+    database_url: str | None = None,
+    *,
+    assets: int = 1000,
+    sensors: int = 10,
+    days: int = 60,
+    raw_days: int = 7,
+    train_assets: int = 100,
+    requests: int = 200,
+    repeats: int = 3,
+    http: bool = True,
+) -> Iterator[str]:
+    """Seed, train, then time scoring in-process and through a real `foresight serve`; yields
+    printable lines (the last ones a Markdown table with the targets)."""
+    from foresight import bench as server_bench
+
+    with tempfile.TemporaryDirectory(prefix="foresight-predict-") as tmp:
+        url, drop = _fresh_database(database_url, Path(tmp))
+        backend = make_url(url).get_backend_name()
+        try:
+            kwargs = {"assets": assets, "sensors": sensors, "days": days, "raw_days": raw_days}
+            tenant_id, points, seed_s, train_s, reason, info = _in_child(
+                _prepare_predict, url, kwargs, train_assets
+            )
+            yield (
+                f"{backend}: seeded {assets} assets × {sensors} sensors × {days} days hourly "
+                f"= {points:,} points (+ a training fleet of {train_assets}) in {seed_s:.0f} s; "
+                f"model trained in {train_s:.0f} s ({reason}), {info['features']} features, "
+                f"registered as the scored tenant's champion (version {info['version']})"
+            )
+            n_rows, fallback, service_s = _in_child(_service_batches, url, tenant_id, repeats)
+            yield (
+                f"{backend} service.predict: {n_rows} assets scored, "
+                f"{'model-based' if not fallback else f'{fallback} FALLBACK'} predictions"
+            )
+            rows = [
+                (f"service.predict, {n_rows} assets, explanations", service_s["explain"], "s"),
+                (f"service.predict, {n_rows} assets, no explanations", service_s["plain"], "s"),
+            ]
+            http_result: dict[str, Any] = {}
+            if http:
+                secret = "bench-secret-key-0123456789-0123456789"
+                token = _token(url, tenant_id, secret)
+                env = server_bench._server_env(
+                    url, FORESIGHT_SECRET_KEY=secret, FORESIGHT_SCHEDULE_EMBEDDED="false"
+                )
+                log = Path(tmp) / "server.log"
+                server, base = server_bench._start_server(env, log)
+                try:
+                    http_result = _http_measure(
+                        base, token, _asset_ids(url, tenant_id), requests, repeats
+                    )
+                finally:
+                    server.terminate()
+                    server.wait(timeout=60)
+            yield from _predict_table(backend, rows, http_result, repeats, requests)
+        finally:
+            drop()
+
+
+def _predict_table(
+    backend: str,
+    service_rows: list[tuple[str, list[float], str]],
+    http_result: dict[str, Any],
+    repeats: int,
+    requests: int,
+) -> Iterator[str]:
+    def verdict(value: float, target: float) -> str:
+        return "pass" if value <= target else "FAIL"
+
+    if http_result.get("missing"):
+        yield f"{backend} HTTP: not measured ({http_result['missing']})"
+    elif http_result:
+        yield (
+            f"{backend} HTTP: real `foresight serve` (uvicorn) on a free port, httpx client in "
+            f"this process; predictions {'FALLBACK' if http_result['fallback'] else 'model-based'}"
+        )
+    yield ""
+    yield f"| {backend} | figure | target | |"
+    yield "|---|---|---|---|"
+    for label, key in (("explanations", "explain"), ("no explanations", "plain")):
+        lat = http_result.get("single", {}).get(key)
+        if lat:
+            p50, p95, p99 = (_percentile(lat, q) for q in (50, 95, 99))
+            yield (
+                f"| GET /assets/{{id}}/prediction?refresh=true, {label} ({requests} requests): "
+                f"p50 / p95 / p99 ms | {p50:.1f} / {p95:.1f} / {p99:.1f} | p99 ≤ "
+                f"{SINGLE_P99_TARGET_MS:.0f} ms | {verdict(p99, SINGLE_P99_TARGET_MS)} |"
+            )
+    for label, key in (("explanations", "explain"), ("no explanations", "plain")):
+        times = http_result.get("batch", {}).get(key)
+        if times:
+            n = http_result["batch_assets"]
+            med = float(np.median(times))
+            target = f"≤ {BATCH_TARGET_S:.0f} s" if n == BATCH_TARGET_ASSETS else "(1,000 assets)"
+            yield (
+                f"| POST /predictions, {n} assets, {label}: s, median (range) of {repeats} "
+                f"| {_spread(times)} | {target} | {verdict(med, BATCH_TARGET_S)} |"
+            )
+    for label, times, _unit in service_rows:
+        med = float(np.median(times))
+        yield (
+            f"| {label}: s, median (range) of {repeats} | {_spread(times)} | ≤ "
+            f"{BATCH_TARGET_S:.0f} s for 1,000 | {verdict(med, BATCH_TARGET_S)} |"
+        )
