@@ -12,12 +12,18 @@ Rows
     also be a time (datetime or epoch ms): one row per asset with data before it.
 
 Base grid
-    The 1 h rollups: a bucket carries count, mean, m2 (sum of squared deviations), min, max and
+    Rollup buckets: a bucket carries count, mean, m2 (sum of squared deviations), min, max and
     last, and buckets merge exactly (Chan et al.), so a window's mean is count-weighted and its
-    std combines the buckets' m2. A sensor sampled slower than hourly just has fewer buckets.
-    Where the 1 h rollups of a day are gone (tenant retention keeps them 90 days by default,
-    daily rollups forever) the day's 1 d bucket stands in: a day uses its 1 h buckets when their
-    counts add up to the daily bucket's, else the daily bucket.
+    std combines the buckets' m2. A row at t reads 1 h buckets from its cut, the UTC midnight at
+    or before t - ``hourly_tail_h`` (24 h: the last 24 to 48 hours), and 1 d buckets for the
+    whole days before the cut and for the baseline: the same for training and scoring rows, so
+    a model sees at scoring the features it was trained on. Means, stds, minima and maxima are
+    those of the points either way; slopes and EWMAs see a day before the cut as one bucket at
+    its centre. This keeps scoring's reads to ~80 buckets per sensor instead of ~940. Models
+    stored before ``hourly_tail_h`` existed (its absence in a stored config) keep 1 h buckets
+    everywhere. Where the 1 h rollups of a day after the cut are gone (tenant retention keeps
+    them 90 days by default, daily rollups forever) the day's 1 d bucket stands in: a day uses
+    its 1 h buckets when their counts add up to the daily bucket's, else the daily bucket.
 
 No leakage: a bucket counts at t only once it is complete, i.e. its end ≤ t
     Training times fall on hour boundaries, so a row at t uses exactly the points with ts < t.
@@ -38,8 +44,9 @@ Features (names are stable: ``{sensor}__{stat}__{window}h`` and asset-level name
     baseline mean; NaN unless the baseline mean is positive) and ``baseline_z`` (the delta in
     baseline standard deviations). Baseline features are NaN until the baseline period is over.
     per sensor key: ``last`` (the newest value within the longest window) and ``ewma`` (the
-    exponentially weighted mean of the bucket means within the longest window, half-life
-    ``ewma_halflife_h``).
+    exponentially weighted mean of the points within the longest window, half-life
+    ``ewma_halflife_h``, each bucket weighing as its count at its centre's age; with 1 h
+    buckets everywhere, of the bucket means, each weighing one).
     per asset: ``days_since_maintenance`` (any non-failure record) and ``days_since_failure``
     (NaN if none), ``failure_count``, ``age_days`` (since ``install_date``, else the first
     data's day), ``anomaly_minutes__{W}h`` (flagged anomaly minutes, any detector), alert
@@ -55,10 +62,12 @@ Reading and computing
     so PostgreSQL packs each series' buckets into one bytea (an index scan per series) that
     numpy reads as is, and SQLite returns two values per bucket (index and count packed into
     one integer, and the mean; m2, min, max and last only for buckets of more than one point).
-    Scoring reads only the baseline days and the longest window before t. Every statistic is
-    a segment reduction (``np.ufunc.reduceat``) over the buckets sorted by (series, end), one
-    segment per (row, sensor, window), so nothing is computed per row in Python. 100 assets ×
-    10 sensors × a year of hourly data take about 15 s on either backend (``bench``).
+    Scoring reads only the baseline days and the longest window before t (1 h buckets from the
+    cut, 1 d before), many series per statement, and counts each asset's anomaly minutes and
+    alerts in the database. Every statistic is a segment reduction (``np.ufunc.reduceat``) over
+    the buckets sorted by (series, end), one segment per (row, sensor, window) and resolution,
+    so nothing is computed per row in Python. 100 assets × 10 sensors × a year of hourly data
+    take about 15 s on either backend (``bench``); scoring: ``foresight bench predict``.
 """
 
 from __future__ import annotations
