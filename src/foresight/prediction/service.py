@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
@@ -51,18 +51,11 @@ from foresight.kit.errors import NotFound
 from foresight.kit.time import as_utc, from_ms, utcnow
 from foresight.live.events import Event, health_event
 from foresight.models import (
-    Alert,
-    AlertStatus,
-    AnomalyScore,
     Asset,
     JobStatus,
-    MaintenanceKind,
-    MaintenanceRecord,
     ModelStatus,
     ModelVersion,
     Prediction,
-    Sensor,
-    SeriesLatest,
     Severity,
     Tenant,
     TrainingJob,
@@ -495,12 +488,11 @@ def _too_little_history(frame: FeatureFrame, row: int) -> str | None:
     return None
 
 
-def _attach_health(db: Database, assets: Sequence[Asset], rows: Sequence[PredictionRow]) -> None:
+def _attach_health(
+    rows: Sequence[PredictionRow], found: dict[uuid.UUID, signals.AssetSignals]
+) -> None:
     """Fill in each row's health score, status, breakdown and trend (``prediction.health`` from
-    the prediction and the signals ``prediction.signals`` gathers, at the row's ``as_of``)."""
-    times = {r.asset_id: r.as_of or r.computed_at for r in rows}
-    with db.transaction(write=False) as reader:
-        found = signals.gather(reader, assets, times)
+    the prediction and the asset's signals, gathered at the row's ``as_of``)."""
     for r in rows:
         s = found[r.asset_id]
         p = r.failure_probability
@@ -585,16 +577,21 @@ def predict(
                     max_rul_days=float(bundle.max_rul_days),
                     top_factors=model_factors(contrib, j, specs) if contrib is not None else [],
                 )
-    if reasons:
-        with db.transaction(write=False) as reader:
-            for a in assets:
-                if a.id in reasons:
-                    rows[a.id] = fallback_prediction(
-                        reader, a, reason=reasons[a.id], now=now, max_rul_days=cap,
-                        include_explanation=include_explanation,
-                    )  # fmt: skip
+    # The signals of every asset at its own time, in one query each: the fallback's inputs and
+    # the health score's.
+    by_rule = [a for a in assets if a.id in reasons]
+    with db.transaction(write=False) as reader:
+        latest = signals.latest_readings(reader, [a.id for a in by_rule]) if by_rule else {}
+        times = {aid: r.as_of or r.computed_at for aid, r in rows.items()}
+        times.update({a.id: latest.get(a.id, now) for a in by_rule})
+        found = signals.gather(reader, assets, times)
+    for a in by_rule:
+        rows[a.id] = fallback_prediction(
+            a, found[a.id], as_of=latest.get(a.id), reason=reasons[a.id], now=now,
+            max_rul_days=cap, include_explanation=include_explanation,
+        )  # fmt: skip
     ordered = [rows[a.id] for a in assets]
-    _attach_health(db, assets, ordered)
+    _attach_health(ordered, found)
     for r in ordered:
         r.id = uuid.uuid4()
     if store and session is not None:
@@ -645,64 +642,25 @@ def health_events(rows: Sequence[PredictionRow]) -> list[tuple[uuid.UUID, Event]
 # --- the rule-based fallback ------------------------------------------------------------------
 
 
-def _latest_reading(session: Session, asset_id: uuid.UUID) -> datetime | None:
-    ms = session.scalar(
-        select(func.max(SeriesLatest.ts_ms))
-        .join(Sensor, Sensor.series_id == SeriesLatest.series_id)
-        .where(Sensor.asset_id == asset_id)
-    )
-    return None if ms is None else from_ms(int(ms))
-
-
 def fallback_prediction(
-    session: Session,
     asset: Asset,
+    found: signals.AssetSignals,
     *,
+    as_of: datetime | None,
     reason: str,
     now: datetime,
     max_rul_days: float,
     include_explanation: bool = True,
 ) -> PredictionRow:
-    """The transparent rule (see the module docstring), as of the asset's latest reading."""
-    as_of = _latest_reading(session, asset.id)
+    """The transparent rule (see the module docstring), as of the asset's latest reading
+    (``as_of``; ``now`` when it has none), from its signals at that time (``signals.gather``)."""
     t = as_of or now
-    counts = dict(
-        session.execute(
-            select(Alert.severity, func.count())
-            .where(
-                Alert.tenant_id == asset.tenant_id,
-                Alert.asset_id == asset.id,
-                Alert.status != AlertStatus.resolved,
-            )
-            .group_by(Alert.severity)
-        ).all()
-    )
-    t_ms = int(t.timestamp() * 1000)
-    flagged = int(
-        session.scalar(
-            select(func.count())
-            .select_from(AnomalyScore)
-            .where(
-                AnomalyScore.asset_id == asset.id,
-                AnomalyScore.flag.is_(True),
-                AnomalyScore.minute_ms >= t_ms - 86_400_000,
-                AnomalyScore.minute_ms <= t_ms,
-            )
-        )
-        or 0
-    )
-    last_maintenance = session.scalar(
-        select(
-            func.max(func.coalesce(MaintenanceRecord.ended_at, MaintenanceRecord.started_at))
-        ).where(
-            MaintenanceRecord.asset_id == asset.id,
-            MaintenanceRecord.kind != MaintenanceKind.failure,
-            func.coalesce(MaintenanceRecord.ended_at, MaintenanceRecord.started_at) <= t,
-        )
-    )
+    counts = found.open_alerts
+    flagged = found.flagged_minutes_24h
+    last_maintenance = found.last_maintenance
     terms: list[tuple[str, float, float, str]] = [("base", 1.0, BASE_HAZARD, "base rate")]
     for severity, weight in ALERT_WEIGHTS.items():
-        n = int(counts.get(severity, 0) or 0)
+        n = int(counts.get(severity.value, 0) or 0)
         if n:
             counted = min(n, ALERTS_COUNTED)
             word = "alert" if n == 1 else "alerts"

@@ -11,6 +11,8 @@ handful of queries as scoring one), each asset measured at its own time ``t`` (i
 - overdue maintenance: days from the earliest still-``scheduled`` record's ``scheduled_for`` to
   ``t`` (nothing when it is not yet due);
 - failed: a ``failure`` record ``in_progress`` that started by ``t``;
+- for the rule-based fallback: flagged anomaly minutes (per detector) in the 24 h up to ``t``,
+  and the last maintenance (not a failure) done by ``t``;
 - trend: the least-squares slope of the scores stored for the asset with ``as_of`` in the four
   weeks up to ``t``, together with the score being computed now, in points per week — computed
   in the database from sums (n, Σx, Σy, Σx², Σxy), so hourly scoring of a large fleet does not
@@ -29,7 +31,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Float, cast, func, select
 from sqlalchemy.orm import Session
 
-from foresight.kit.time import as_utc
+from foresight.kit.time import as_utc, from_ms
 from foresight.models import (
     Alert,
     AlertStatus,
@@ -39,10 +41,13 @@ from foresight.models import (
     MaintenanceRecord,
     MaintenanceStatus,
     Prediction,
+    Sensor,
+    SeriesLatest,
 )
 from foresight.prediction.health import TREND_WINDOW_DAYS, HealthInputs, trend_from_sums
 
 ANOMALY_WINDOW_MS = 3_600_000
+FLAGGED_WINDOW_MS = 86_400_000
 #: Anomaly scores at or below this cost nothing in the health score, so they are not read.
 ANOMALY_FLOOR = 0.5
 DAY_S = 86_400.0
@@ -55,6 +60,8 @@ class AssetSignals:
     anomaly_score: float | None = None
     days_overdue: float | None = None
     failed: bool = False
+    flagged_minutes_24h: int = 0
+    last_maintenance: datetime | None = None
     # Sums over the stored scores of the trend window, x in days relative to ``t``.
     trend_sums: tuple[int, float, float, float, float, float, float] | None = None
 
@@ -108,21 +115,41 @@ def gather(
         if aid in out:
             out[aid].open_alerts[severity.value] = int(n)
 
-    lo_ms = min(t_ms.values()) - ANOMALY_WINDOW_MS
+    lo_ms = min(t_ms.values()) - FLAGGED_WINDOW_MS
     hi_ms = max(t_ms.values())
-    for aid, minute_ms, score in session.execute(
-        select(AnomalyScore.asset_id, AnomalyScore.minute_ms, AnomalyScore.score).where(
+    for aid, minute_ms, score, flag in session.execute(
+        select(
+            AnomalyScore.asset_id, AnomalyScore.minute_ms, AnomalyScore.score, AnomalyScore.flag
+        ).where(
             AnomalyScore.tenant_id == tenant_id,
             AnomalyScore.asset_id.in_(ids),
             AnomalyScore.minute_ms >= lo_ms,
             AnomalyScore.minute_ms <= hi_ms,
-            AnomalyScore.score > ANOMALY_FLOOR,
+            (AnomalyScore.score > ANOMALY_FLOOR) | AnomalyScore.flag.is_(True),
         )
     ):
         t = t_ms[aid]
-        if t - ANOMALY_WINDOW_MS <= minute_ms <= t:
+        if flag and t - FLAGGED_WINDOW_MS <= minute_ms <= t:
+            out[aid].flagged_minutes_24h += 1
+        if score > ANOMALY_FLOOR and t - ANOMALY_WINDOW_MS <= minute_ms <= t:
             current = out[aid].anomaly_score
             out[aid].anomaly_score = float(score) if current is None else max(current, score)
+
+    done = func.coalesce(MaintenanceRecord.ended_at, MaintenanceRecord.started_at)
+    for aid, at in session.execute(
+        select(MaintenanceRecord.asset_id, done).where(
+            MaintenanceRecord.tenant_id == tenant_id,
+            MaintenanceRecord.asset_id.in_(ids),
+            MaintenanceRecord.kind != MaintenanceKind.failure,
+            done <= latest,
+        )
+    ):
+        if at is None:
+            continue
+        at = as_utc(at)
+        last = out[aid].last_maintenance
+        if at <= as_utc(times[aid]) and (last is None or at > last):
+            out[aid].last_maintenance = at
 
     for aid, due in session.execute(
         select(MaintenanceRecord.asset_id, func.min(MaintenanceRecord.scheduled_for))
@@ -196,3 +223,17 @@ def _trend_sums(
             if n and all(v is not None for v in sums):
                 sx, sy, sxx, sxy, lo, hi = (float(v) for v in sums)
                 out[aid].trend_sums = (int(n), sx, sy, sxx, sxy, lo, hi)
+
+
+def latest_readings(session: Session, asset_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+    """Each asset's latest reading time, of any of its sensors (assets that never reported are
+    left out), in one query."""
+    if not asset_ids:
+        return {}
+    rows = session.execute(
+        select(Sensor.asset_id, func.max(SeriesLatest.ts_ms))
+        .join(Sensor, Sensor.series_id == SeriesLatest.series_id)
+        .where(Sensor.asset_id.in_(list(asset_ids)))
+        .group_by(Sensor.asset_id)
+    ).all()
+    return {aid: from_ms(int(ms)) for aid, ms in rows if ms is not None}
