@@ -81,6 +81,9 @@ EXPECTED: dict[tuple[str, str], Permission | None] = {
     ("GET", "/api/v1/alerts/{alert_id}"): P.read,
     ("POST", "/api/v1/alerts/{alert_id}/acknowledge"): P.alerts_ack,
     ("POST", "/api/v1/alerts/{alert_id}/resolve"): P.alerts_ack,
+    ("POST", "/api/v1/alerts/{alert_id}/feedback"): P.alerts_ack,
+    ("POST", "/api/v1/predictions/{prediction_id}/feedback"): P.alerts_ack,
+    ("GET", "/api/v1/feedback"): P.read,
     ("GET", "/api/v1/models"): P.read,
     ("POST", "/api/v1/models/train"): P.models_write,
     ("GET", "/api/v1/models/jobs/{job_id}"): P.read,
@@ -193,6 +196,20 @@ class World:
         with self.db.transaction() as session:
             alert, _ = alerts.fire(session, trigger)
             return str(alert.id)
+
+    def prediction(self) -> str:
+        """A stored prediction (as scoring stores them)."""
+        from foresight.kit.time import utcnow
+        from foresight.models import Prediction
+
+        tenant_id = self.users[Role.admin].tenant_id
+        with self.db.transaction() as session:
+            row = Prediction(
+                tenant_id=tenant_id, asset_id=uuid.UUID(self.asset()), computed_at=utcnow()
+            )
+            session.add(row)
+            session.flush()
+            return str(row.id)
 
     @property
     def tenant_id(self) -> uuid.UUID:
@@ -414,6 +431,15 @@ def _requests(w: World) -> dict[tuple[str, str], Callable[[], Request]]:
             f"/api/v1/alerts/{w.alert()}/resolve",
             {"note": "fixed"},
         ),
+        ("POST", "/api/v1/alerts/{alert_id}/feedback"): lambda: (
+            f"/api/v1/alerts/{w.alert()}/feedback",
+            {"verdict": "false_alarm", "note": "nothing wrong"},
+        ),
+        ("POST", "/api/v1/predictions/{prediction_id}/feedback"): lambda: (
+            f"/api/v1/predictions/{w.prediction()}/feedback",
+            {"verdict": "confirmed"},
+        ),
+        ("GET", "/api/v1/feedback"): lambda: ("/api/v1/feedback?verdict=confirmed", None),
         ("GET", "/api/v1/models"): lambda: ("/api/v1/models", None),
         ("POST", "/api/v1/models/train"): train,
         ("GET", "/api/v1/models/jobs/{job_id}"): lambda: (

@@ -1180,16 +1180,27 @@ def models_list(
         str | None, typer.Option("--tenant", help="Tenant name (default: the only one)")
     ] = None,
 ) -> None:
-    """The tenant's model versions, newest first."""
-    from foresight.prediction import registry
+    """The tenant's model versions, newest first, then how each did on the predictions it made
+    as champion whose 30-day outcome is known (precision, recall, Brier, how many were judged,
+    the verdicts on them)."""
+    from foresight.prediction import realised, registry
 
     settings = _settings()
     database = Database.from_url(settings.effective_database_url)
+
+    def fmt(value: float | None, digits: int = 3) -> str:
+        return "" if value is None else f"{value:.{digits}f}"
+
     try:
         tenant_id = _prediction_tenant(database, tenant)
         with database.transaction(write=False) as session:
             versions = registry.list_versions(session, tenant_id)
+            done = realised.realised_for(session, tenant_id, versions)
             table = Table("version", "status", "created", "RUL RMSE", "ROC AUC 30 d", "note")
+            real = Table(
+                "version", "predictions", "judged 30 d", "precision", "recall", "Brier",
+                "confirmed", "false alarm", title="realised on its own predictions (30 d)",
+            )  # fmt: skip
             for v in versions:
                 figures = registry.comparison_figures((v.metrics or {}).get("holdout"))
                 rmse, auc = figures["rul_rmse"], figures["roc_auc_30d"]
@@ -1197,13 +1208,28 @@ def models_list(
                     str(v.version),
                     v.status.value,
                     v.created_at.isoformat(timespec="seconds"),
-                    "" if rmse is None else f"{rmse:.2f}",
-                    "" if auc is None else f"{auc:.3f}",
+                    fmt(rmse, 2),
+                    fmt(auc),
                     escape(v.note),
                 )
+                r = done[v.id]
+                if r["predictions"]:
+                    h30, verdicts = r["horizons"]["30d"], r["feedback"]
+                    real.add_row(
+                        str(v.version),
+                        str(r["predictions"]),
+                        str(h30["evaluated"]),
+                        fmt(h30["precision"]),
+                        fmt(h30["recall"]),
+                        fmt(h30["brier"]),
+                        str(verdicts["confirmed"]),
+                        str(verdicts["false_alarm"]),
+                    )
     finally:
         database.dispose()
     out.print(table)
+    if real.row_count:
+        out.print(real)
 
 
 @models_app.command("promote")

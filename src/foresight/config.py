@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     scoring_interval_s: Annotated[float, Field(ge=0)] = 3600.0
     retrain_interval_s: Annotated[float, Field(ge=0)] = 604800.0
     schedule_embedded: bool = True
+    # MLflow tracking (off when empty; needs the `mlflow` extra): each training run logs its
+    # parameters, metrics, tags and model artifact to this tracking URI (http(s)://…, sqlite:///…,
+    # databricks), in the experiment "<mlflow_experiment>/<tenant name>". A tracking failure is
+    # logged and never fails the training run.
+    mlflow_uri: str = ""
+    mlflow_experiment: str = "foresight"
 
     # Notifications: the outbox dispatcher runs in the API process (else `foresight notify run`),
     # polls this often (new deliveries also wake it), sends with this timeout, retries with

@@ -30,6 +30,7 @@ from foresight.detection.anomaly import (
     sensitivity_factor,
 )
 from foresight.detection.rules import AssetInfo
+from foresight.detection.tuning import Tuning
 from foresight.kit.db import JSONType
 from foresight.kit.time import from_ms
 from foresight.models import AnomalyScore, Severity, Tenant
@@ -74,6 +75,8 @@ class AnomalyStage:
         self.asset_series: dict[uuid.UUID, dict[str, int]] = {}
         self.pending: dict[tuple[uuid.UUID, str], _Pending] = {}
         self._settings: dict[uuid.UUID, tuple[bool, float, float]] = {}
+        # Per asset detector, thresholds raised by false-alarm verdicts (detection.tuning).
+        self.tuning = Tuning()
 
     # --- settings and restored state ------------------------------------------------------------
 
@@ -87,6 +90,10 @@ class AnomalyStage:
             hit = (enabled, sensitivity_factor(raw.get("anomaly_sensitivity")), now)
             self._settings[tenant_id] = hit
         return hit[0], hit[1]
+
+    def refresh_tuning(self, session: Session) -> bool:
+        """Re-read the verdict-tuned thresholds if any verdict changed (with the rules)."""
+        return self.tuning.refresh(session)
 
     def restore(self, active: list[tuple[uuid.UUID, str, uuid.UUID]]) -> None:
         """Detector alerts still open count as firing (after a restart)."""
@@ -136,9 +143,9 @@ class AnomalyStage:
         all_ts = np.concatenate([ts for _, _, ts, _ in kept])
         all_values = np.concatenate([v for _, _, _, v in kept])
         all_scores, all_kinds = self.bank.score(bank_rows, all_ts, all_values)
-        all_scores = all_scores * np.repeat(
-            np.fromiter((w.factor for _, w, _, _ in kept), np.float64, len(kept)), sizes
-        )
+        tuned = self.tuning.factor
+        factors = (w.factor * tuned(w.asset.id, "sensor", seg.sensor) for seg, w, _, _ in kept)
+        all_scores = all_scores * np.repeat(np.fromiter(factors, np.float64, len(kept)), sizes)
         # Per series: best score (its first point), kind and mean, for those within one minute
         # (the usual live case) at once; the others minute by minute below.
         firsts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
@@ -208,7 +215,7 @@ class AnomalyStage:
                     if row is not None and bank.seen[row] >= self.config.warmup:
                         vector[key] = (last - bank.median[row]) / bank.sigma[row]
                 score, drivers = score_vector(state, vector, self.config)
-                score *= w.factor
+                score *= w.factor * self.tuning.factor(w.asset.id, "multivariate")
                 rows.append(
                     MinuteScore(
                         w.asset.id,

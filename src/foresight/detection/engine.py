@@ -7,7 +7,8 @@ whose alert is still active counts as firing, and trailing windows are read back
 the first time a series is seen.
 
 * **Rules** are reloaded when any changed (every ``reload_interval_s``, by checking the newest
-  ``updated_at`` and the count), so an edit takes effect on every worker without a restart.
+  ``updated_at`` and the count), so an edit takes effect on every worker without a restart;
+  so are the anomaly thresholds tuned by verdicts on anomaly alerts (``detection.tuning``).
 * **Late points** (not newer than the last point the engine evaluated for that series) are
   stored and rolled up but do not move rule states: rules read a series forward in time.
 * A rule whose evaluation raises is disabled with the error recorded; the pipeline goes on.
@@ -182,6 +183,8 @@ class RuleEngine:
         if self.sync_defaults:
             self._sync_default_rules()
         with self.db.transaction(write=False) as session:
+            if self.anomaly is not None:  # thresholds tuned by verdicts, checked with the rules
+                self.anomaly.refresh_tuning(session)
             fingerprint = tuple(
                 session.execute(
                     select(func.count(AlertRule.id), func.max(AlertRule.updated_at))

@@ -34,6 +34,9 @@ Training (:func:`train`)
     were tried first: on a capped target the upper quantile starts at the cap, where every
     gradient is equal, and never moves.) Too little data raises :class:`InsufficientData` (with
     reasons) so that the caller can fall back to rules.
+    Rows may carry weights (``TrainingSet.weight``: the rows people verified, see
+    ``prediction.feedback``); they weigh the boosters' fit part only, never calibration,
+    thresholds or metrics, which describe the rows as they come.
 
 Validation
     :func:`group_kfold` (folds of whole assets), :func:`time_holdout` (the last fraction of time;
@@ -62,7 +65,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import lightgbm as lgb
@@ -133,6 +136,9 @@ class TrainingSet:
     as_of_ms: I64
     ttf_days: F64
     observed_days: F64
+    #: Per-row weights in the boosters' fits (None: all 1), e.g. verified rows counting more
+    #: (``prediction.feedback``). Calibration and metrics are unweighted.
+    weight: F64 | None = None
 
     @classmethod
     def of(cls, data: Any) -> TrainingSet:
@@ -168,7 +174,7 @@ class TrainingSet:
         for name in ("asset_id", "as_of_ms", "ttf_days", "observed_days"):
             if getattr(ds, name).shape != (n,):
                 raise ValueError(f"{name} must have shape ({n},)")
-        return ds
+        return ds.with_weight(getattr(data, "weight", None))
 
     def __len__(self) -> int:
         return int(self.X.shape[0])
@@ -183,6 +189,7 @@ class TrainingSet:
             as_of_ms=self.as_of_ms[i],
             ttf_days=self.ttf_days[i],
             observed_days=self.observed_days[i],
+            weight=None if self.weight is None else self.weight[i],
         )
 
     def with_labels(self, ttf_days: F64, observed_days: F64) -> TrainingSet:
@@ -194,7 +201,20 @@ class TrainingSet:
             self.as_of_ms,
             ttf_days,
             observed_days,
+            self.weight,
         )
+
+    def with_weight(self, weight: npt.ArrayLike | None) -> TrainingSet:
+        if weight is None:
+            return replace(self, weight=None)
+        w = np.asarray(weight, dtype=np.float64)
+        if w.shape != (len(self),) or not (np.isfinite(w).all() and (w >= 0).all()):
+            raise ValueError(f"weight must be {len(self)} finite non-negative numbers")
+        return replace(self, weight=w)
+
+    def weights(self, rows: npt.ArrayLike) -> F64 | None:
+        """The weights of these rows (a boolean mask or indices), None when unweighted."""
+        return None if self.weight is None else self.weight[np.asarray(rows)]
 
 
 class InsufficientData(Exception):
@@ -694,6 +714,7 @@ def _fit_booster(
     valid_y: F64,
     categorical: list[int],
     config: TrainConfig,
+    fit_weight: F64 | None = None,
 ) -> tuple[lgb.Booster, int]:
     """Early-stopped booster, re-read from its text form (what an artifact load gives back)."""
     p = dict(params)
@@ -701,7 +722,12 @@ def _fit_booster(
     names = [f"f{i}" for i in range(fit_X.shape[1])]
     cats: list[int] | Literal["auto"] = categorical if categorical else "auto"
     train_set = lgb.Dataset(
-        fit_X, fit_y, feature_name=names, categorical_feature=cats, free_raw_data=True
+        fit_X,
+        fit_y,
+        weight=fit_weight,
+        feature_name=names,
+        categorical_feature=cats,
+        free_raw_data=True,
     )
     valid_set = lgb.Dataset(valid_X, valid_y, reference=train_set)
     booster = lgb.train(
@@ -773,7 +799,14 @@ def train(
         if mono_clf is not None:
             params["monotone_constraints"] = mono_clf
         booster, iterations[f"failure_{h}d"] = _fit_booster(
-            params, fit.X[kf], y_fit[kf], valid.X[kv], y_val[kv], ds.categorical, config
+            params,
+            fit.X[kf],
+            y_fit[kf],
+            valid.X[kv],
+            y_val[kv],
+            ds.categorical,
+            config,
+            fit.weights(kf),
         )
         raw_cal = _raw(booster, calib.X[kc], threads)
         positives_cal = int(np.sum(y_cal[kc] == 1))
@@ -797,7 +830,14 @@ def train(
     if mono_rul is not None:
         params["monotone_constraints"] = mono_rul
     rul_booster, iterations["rul"] = _fit_booster(
-        params, fit.X[kf], y_fit[kf], valid.X[kv], y_val[kv], ds.categorical, config
+        params,
+        fit.X[kf],
+        y_fit[kf],
+        valid.X[kv],
+        y_val[kv],
+        ds.categorical,
+        config,
+        fit.weights(kf),
     )
     rul_cal = np.clip(_raw(rul_booster, calib.X[kc], threads), 0.0, cap)
     interval = RulInterval.fit(rul_cal, y_cal[kc], config.interval_coverage, cap)
@@ -824,6 +864,7 @@ def train(
         data_window=(int(ds.as_of_ms.min()), int(ds.as_of_ms.max())),
         counts={
             "rows": len(ds),
+            "weighted_rows": 0 if ds.weight is None else int(np.sum(ds.weight != 1.0)),
             "assets": int(np.unique(ds.asset_id).size),
             "failures": failure_events(ds.asset_id, ds.as_of_ms, ds.ttf_days),
             "failing_assets": int(failing_assets(ds).size),

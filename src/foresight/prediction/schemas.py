@@ -59,9 +59,15 @@ class ModelVersionRead(OutputModel):
     promoted_by: str | None
     promoted_at: datetime | None
     previous_champion_id: uuid.UUID | None = Field(description="What a rollback brings back")
+    realised: dict[str, Any] | None = Field(
+        default=None,
+        description="How it did on the predictions it made as champion whose outcome is known "
+        "(prediction.realised): per horizon (7d, 14d, 30d) evaluated, positives, threshold, "
+        "precision, recall, brier, calibration bins; predictions, since, feedback counts",
+    )
 
     @classmethod
-    def of(cls, v: ModelVersion) -> ModelVersionRead:
+    def of(cls, v: ModelVersion, realised: dict[str, Any] | None = None) -> ModelVersionRead:
         return cls(
             id=v.id,
             version=v.version,
@@ -80,6 +86,7 @@ class ModelVersionRead(OutputModel):
             promoted_by=v.promoted_by,
             promoted_at=v.promoted_at,
             previous_champion_id=v.previous_champion_id,
+            realised=realised,
         )
 
 

@@ -60,7 +60,7 @@ from foresight.models import (
     Tenant,
     TrainingJob,
 )
-from foresight.prediction import modeling, registry, signals
+from foresight.prediction import feedback, modeling, registry, signals, tracking
 from foresight.prediction.features import FeatureConfig, FeatureFrame, FeatureSpec, build_dataset
 from foresight.prediction.health import health as health_score
 
@@ -126,8 +126,11 @@ def train(
     created_by: str = "system",
     feature_config: FeatureConfig | None = None,
     train_config: modeling.TrainConfig | None = None,
+    mlflow_uri: str | None = None,
 ) -> TrainResult:
-    """Train, evaluate on the held-out window, register; raises ``modeling.InsufficientData``."""
+    """Train, evaluate on the held-out window, register; raises ``modeling.InsufficientData``.
+    People's verdicts weigh and censor rows (``prediction.feedback``); with an MLflow URI
+    (``mlflow_uri``, default ``FORESIGHT_MLFLOW_URI``) the run is tracked there too."""
     report = progress or _no_progress
     fconfig = feature_config or DEFAULT_FEATURE_CONFIG
     with db.transaction(write=False) as session:
@@ -136,12 +139,13 @@ def train(
         raise ValueError("max_rul_days must be positive")
     tconfig = replace(train_config or DEFAULT_TRAIN_CONFIG, max_rul_days=float(cap))
     report(0.05, "building features")
-    frame = build_dataset(db, tenant_id, fconfig)
-    reasons = modeling.check_data(frame, tconfig)
+    seen = feedback.training_data(db, tenant_id, fconfig, horizon_days=max(tconfig.horizons))
+    frame, data = seen.frame, seen.data
+    reasons = modeling.check_data(data, tconfig)
     if reasons:
         raise modeling.InsufficientData(reasons)
     report(0.3, "training on the time before the held-out window")
-    fit_part, holdout = modeling.time_holdout(frame, HOLDOUT_FRACTION)
+    fit_part, holdout = modeling.time_holdout(data, HOLDOUT_FRACTION)
     holdout_start = int(holdout.as_of_ms.min()) if len(holdout) else None
     holdout_metrics: dict[str, Any] | None = None
     notes: list[str] = []
@@ -151,7 +155,7 @@ def train(
     except modeling.InsufficientData as exc:
         notes.append(f"held-out window not evaluated: {exc}")
     report(0.6, "training on every row")
-    bundle = modeling.train(frame, tconfig, metadata={"tenant_id": str(tenant_id)})
+    bundle = modeling.train(data, tconfig, metadata={"tenant_id": str(tenant_id)})
     artifact = bundle.to_bytes()
     report(0.85, "comparing with the champion")
 
@@ -189,6 +193,7 @@ def train(
                 "reason": reason,
             },
             "counts": bundle.counts,
+            "feedback": seen.feedback,
             "notes": notes,
         }
         version = ModelVersion(
@@ -214,6 +219,7 @@ def train(
         if promoted:
             registry.promote(session, version, by=created_by)
         result = TrainResult(version.id, version.version, version.status, promoted, reason, metrics)
+    tracking.log_training(db, result.version_id, uri=mlflow_uri)  # after the commit; never raises
     report(1.0, "done")  # outside the write transaction: the callback may write (job progress)
     return result
 

@@ -39,7 +39,7 @@ from foresight.models import (
     SeriesLatest,
     TrainingJob,
 )
-from foresight.prediction import registry, service
+from foresight.prediction import realised, registry, service
 from foresight.prediction.health import STATUSES
 from foresight.prediction.schemas import (
     FleetHealth,
@@ -253,7 +253,9 @@ def _risk_order(a: RiskyAsset) -> tuple[Any, ...]:
 
 
 def list_models(session: Session, tenant_id: uuid.UUID) -> list[ModelVersionRead]:
-    return [ModelVersionRead.of(v) for v in registry.list_versions(session, tenant_id)]
+    versions = registry.list_versions(session, tenant_id)
+    done = realised.realised_for(session, tenant_id, versions)
+    return [ModelVersionRead.of(v, done.get(v.id)) for v in versions]
 
 
 def job(session: Session, tenant_id: uuid.UUID, job_id: uuid.UUID) -> TrainingJobRead:

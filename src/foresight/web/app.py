@@ -32,6 +32,7 @@ from foresight.notifications import endpoints as notifications_endpoints
 from foresight.notifications import outbox as notifications_outbox
 from foresight.notifications.dispatcher import Dispatcher as NotificationDispatcher
 from foresight.prediction import endpoints as prediction_endpoints
+from foresight.prediction import feedback_endpoints as prediction_feedback_endpoints
 from foresight.prediction.jobs import TrainingRunner
 from foresight.prediction.schedule import Scheduler as PredictionScheduler
 from foresight.tenants import endpoints as tenants_endpoints
@@ -58,6 +59,7 @@ def api_router() -> APIRouter:
         audit_endpoints,
         live_endpoints,
         prediction_endpoints,
+        prediction_feedback_endpoints,
     ):
         router.include_router(module.router)
     return router
