@@ -307,7 +307,11 @@ class SeriesBank:
         sigma = np.maximum(1.4826 * mad, (high - low) / 3.92)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            calm = ~(sigma > 0)  # (the standard deviation only where it is needed)
+            # A spread within the sort's rounding of nothing (see _row_quantiles: a median that
+            # is not exactly one of the values leaves its ties ~1e-8 of the range apart) is
+            # none: e.g. a sawtooth's differences, all but one a tie. (The standard deviation
+            # is computed only where it is needed.)
+            calm = ~(sigma > TIE_SPREAD * _span(x))
             if calm.any():
                 sigma[calm] = np.nanstd(x[calm], axis=1)
             # Point-to-point noise, from first differences: blind to slow cycles and trends.
@@ -319,7 +323,7 @@ class SeriesBank:
             (centre,) = _row_quantiles(d, (0.5,))
             (spread,) = _row_quantiles(np.abs(d - centre[:, None]), (0.5,))
             noise = 1.4826 * spread / math.sqrt(2)
-            calm = ~(noise > 0)
+            calm = ~(noise > TIE_SPREAD * _span(d))
             if calm.any():
                 noise[calm] = np.nanstd(d[calm], axis=1) / math.sqrt(2)
         median = np.nan_to_num(median)
@@ -395,6 +399,17 @@ def _row_medians(x: F64, centre: F64 | None = None) -> F64:
         ordered = np.sort((x - centre[:, None]).astype(np.float32), axis=1)
         middle = (ordered[:, (w - 1) // 2].astype(np.float64) + ordered[:, w // 2]) / 2 + centre
     return np.where(np.isnan(ordered[:, -1]), np.nan, middle)  # NaN sorts last
+
+
+#: A spread at most this share of a row's range is rounding, not spread (``_refresh``).
+TIE_SPREAD = 1e-6
+
+
+def _span(x: F64) -> F64:
+    """Each row's highest minus lowest value, ignoring NaN (NaN for a row with none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(np.nanmax(x, axis=1) - np.nanmin(x, axis=1))
 
 
 def _middle(x: F64) -> F64:
