@@ -124,9 +124,9 @@ def test_each_signal_reaches_the_score_at_the_assets_own_time(db: Database, tena
         "OVERDUE": {"days_overdue": 15.0},
         "DOWN": {"failed": True},
     }
-    for tag, signals in cases.items():
+    for tag, found in cases.items():
         row = rows[tag]
-        h = health(expected(row, **signals))
+        h = health(expected(row, **found))
         assert (row.health_score, row.status, row.health_penalties) == (
             h.score,
             h.status,
@@ -220,3 +220,44 @@ def test_the_asset_carries_its_latest_score_and_changes_become_live_events(
     with db.transaction(write=False) as session:
         assert len(service.history(session, tenant.id, asset_id)) == 3
         assert dry.previous_health_score is None
+
+
+def test_each_asset_is_measured_at_its_own_time_in_one_batch(db: Database, tenant: Tenant) -> None:
+    """Assets whose latest readings differ: every window (anomalies, trend, maintenance done)
+    ends at each one's own time, not at the batch's latest."""
+    current = _asset(db, tenant, "CURRENT")
+    old_id, series = add_asset(db, tenant.id, "STOPPED")  # reported until 10 days before LAST
+    stopped_at = LAST - 10 * DAY_MS
+    ts = np.arange(T0, stopped_at + 1, HOUR_MS, dtype=np.int64)
+    with db.transaction() as session:
+        for sid in series.values():
+            write_arrays(session, np.full(ts.shape, sid), ts, np.full(ts.shape, 1.0))
+    # An anomaly at the end of each asset's history, and one of STOPPED's at CURRENT's time
+    # (after STOPPED's last reading: not in its window).
+    _anomaly(db, tenant, current, LAST - 5 * 60_000, 1.5)
+    _anomaly(db, tenant, old_id, stopped_at - 5 * 60_000, 2.0)
+    _anomaly(db, tenant, old_id, LAST - 5 * 60_000, 9.0)
+    # Stored scores up to each one's time.
+    for d, score in ((20, 100.0), (10, 90.0), (3, 80.0)):
+        _stored(db, tenant, old_id, at(stopped_at) - timedelta(days=d), score)
+        _stored(db, tenant, current, at(LAST) - timedelta(days=d), 100.0 - score / 10)
+    _stored(db, tenant, old_id, at(LAST) - timedelta(days=1), 0.0)  # after its time: ignored
+
+    rows = {r.asset_tag: r for r in service.predict(db, tenant.id)}
+
+    stopped, live = rows["STOPPED"], rows["CURRENT"]
+    assert stopped.as_of == at(stopped_at) and live.as_of == at(LAST)
+    assert stopped.health_penalties is not None and live.health_penalties is not None
+    assert stopped.health_penalties["anomaly"] == 10.0  # 2.0 at its own end, not the 9.0
+    assert live.health_penalties["anomaly"] == round(10 * (1.5 - 0.5) / 1.5, 2)
+    assert stopped.health_score is not None and live.health_score is not None
+    want_stopped = trend_per_week(
+        [at(stopped_at) - timedelta(days=d) for d in (20, 10, 3)] + [at(stopped_at)],
+        [100.0, 90.0, 80.0, stopped.health_score],
+    )
+    assert stopped.health_trend == pytest.approx(want_stopped, abs=0.011)
+    want_live = trend_per_week(
+        [at(LAST) - timedelta(days=d) for d in (20, 10, 3)] + [at(LAST)],
+        [90.0, 91.0, 92.0, live.health_score],
+    )
+    assert live.health_trend == pytest.approx(want_live, abs=0.011)

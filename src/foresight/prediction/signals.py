@@ -14,13 +14,15 @@ handful of queries as scoring one), each asset measured at its own time ``t`` (i
 - for the rule-based fallback: flagged anomaly minutes (per detector) in the 24 h up to ``t``,
   and the last maintenance (not a failure) done by ``t``;
 - trend: the least-squares slope of the scores stored for the asset with ``as_of`` in the four
-  weeks up to ``t``, together with the score being computed now, in points per week — computed
-  in the database from sums (n, Σx, Σy, Σx², Σxy), so hourly scoring of a large fleet does not
-  read every stored prediction back.
+  weeks up to ``t`` (by whole UTC days: from the day 28 days before ``t``), together with the
+  score being computed now, in points per week — computed in the database from sums (n, Σx,
+  Σy, Σx², Σxy) per asset and day, in one query whatever the assets' times, so hourly scoring
+  of a large fleet does not read every stored prediction back.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, Float, cast, func, select
 from sqlalchemy.orm import Session
 
 from foresight.kit.time import as_utc, from_ms
@@ -182,47 +184,85 @@ def gather(
     return out
 
 
+def _day_number(session: Session, column: Any) -> ColumnElement[Any]:
+    """The UTC day of ``column`` as a day number since the epoch."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.floor(cast(func.extract("epoch", column), Float) / DAY_S)
+    return cast(cast(func.julianday(column), Float) - 2440587.5, BigInteger)
+
+
 def _trend_sums(
     session: Session,
     tenant_id: uuid.UUID,
     out: dict[uuid.UUID, AssetSignals],
     times: Mapping[uuid.UUID, datetime],
 ) -> None:
-    """Per asset, sums over its stored scores with ``as_of`` in the trend window up to its time.
+    """Per asset, sums over its stored scores of the trend window up to its time: the UTC days
+    from the one ``TREND_WINDOW_DAYS`` before its time to its time's own.
 
-    Assets are grouped by time (a fleet scored as of one cut-off is one query), x counted in days
-    from that time so the sums stay small."""
-    by_time: dict[datetime, list[uuid.UUID]] = defaultdict(list)
-    for aid in out:
-        by_time[as_utc(times[aid])].append(aid)
-    for t, group in by_time.items():
-        x = _epoch_days(session, Prediction.as_of) - t.timestamp() / DAY_S
-        y = Prediction.health_score
-        rows = session.execute(
-            select(
-                Prediction.asset_id,
-                func.count(),
-                func.sum(x),
-                func.sum(y),
-                func.sum(x * x),
-                func.sum(x * y),
-                func.min(x),
-                func.max(x),
-            )
-            .where(
-                Prediction.tenant_id == tenant_id,
-                Prediction.asset_id.in_(group),
-                Prediction.health_score.is_not(None),
-                Prediction.as_of.is_not(None),
-                Prediction.as_of >= t - timedelta(days=TREND_WINDOW_DAYS),
-                Prediction.as_of <= t,
-            )
-            .group_by(Prediction.asset_id)
+    One query for every asset whatever their times: the sums come back per asset and UTC day
+    (x in days from the latest of the times), and each asset adds up its own days and moves x
+    to count from its own time (x' = x + d: Σx' = Σx + n·d, Σx'² = Σx² + 2d·Σx + n·d²,
+    Σx'y = Σxy + d·Σy)."""
+    ids = list(out)
+    ref = max(as_utc(times[a]) for a in ids)
+    earliest = min(as_utc(times[a]) for a in ids)
+    ref_days = ref.timestamp() / DAY_S
+    x = _epoch_days(session, Prediction.as_of) - ref_days
+    y = Prediction.health_score
+    day = _day_number(session, Prediction.as_of)
+    rows = session.execute(
+        select(
+            Prediction.asset_id,
+            day,
+            func.count(),
+            func.sum(x),
+            func.sum(y),
+            func.sum(x * x),
+            func.sum(x * y),
+            func.min(x),
+            func.max(x),
         )
-        for aid, n, *sums in rows:
-            if n and all(v is not None for v in sums):
-                sx, sy, sxx, sxy, lo, hi = (float(v) for v in sums)
-                out[aid].trend_sums = (int(n), sx, sy, sxx, sxy, lo, hi)
+        .where(
+            Prediction.tenant_id == tenant_id,
+            Prediction.asset_id.in_(ids),
+            Prediction.health_score.is_not(None),
+            Prediction.as_of.is_not(None),
+            Prediction.as_of >= earliest - timedelta(days=TREND_WINDOW_DAYS + 1),
+            Prediction.as_of <= ref,
+        )
+        .group_by(Prediction.asset_id, day)
+    )
+    sums: dict[uuid.UUID, list[float]] = {}
+    for aid, d, n, *figures in rows:
+        if not n or any(v is None for v in figures):
+            continue
+        t_days = as_utc(times[aid]).timestamp() / DAY_S
+        if not math.floor(t_days - TREND_WINDOW_DAYS) <= int(d) <= math.floor(t_days):
+            continue
+        sx, sy, sxx, sxy, lo, hi = (float(v) for v in figures)
+        acc = sums.get(aid)
+        if acc is None:
+            sums[aid] = [float(n), sx, sy, sxx, sxy, lo, hi]
+        else:
+            acc[0] += n
+            acc[1] += sx
+            acc[2] += sy
+            acc[3] += sxx
+            acc[4] += sxy
+            acc[5] = min(acc[5], lo)
+            acc[6] = max(acc[6], hi)
+    for aid, (n, sx, sy, sxx, sxy, lo, hi) in sums.items():
+        shift = ref_days - as_utc(times[aid]).timestamp() / DAY_S
+        out[aid].trend_sums = (
+            int(n),
+            sx + n * shift,
+            sy,
+            sxx + 2 * shift * sx + n * shift * shift,
+            sxy + shift * sy,
+            lo + shift,
+            hi + shift,
+        )
 
 
 def latest_readings(session: Session, asset_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
