@@ -50,6 +50,7 @@ from foresight.prediction.health import TREND_WINDOW_DAYS, HealthInputs, trend_f
 
 ANOMALY_WINDOW_MS = 3_600_000
 FLAGGED_WINDOW_MS = 86_400_000
+FEW_ASSETS = 50
 #: Anomaly scores at or below this cost nothing in the health score, so they are not read.
 ANOMALY_FLOOR = 0.5
 DAY_S = 86_400.0
@@ -123,7 +124,9 @@ def gather(
         select(
             AnomalyScore.asset_id, AnomalyScore.minute_ms, AnomalyScore.score, AnomalyScore.flag
         ).where(
-            AnomalyScore.tenant_id == tenant_id,
+            # A few assets: looked up by asset (the primary key's lead); many: the tenant's
+            # minute index, one range for all of them.
+            *([AnomalyScore.tenant_id == tenant_id] if len(ids) > FEW_ASSETS else []),
             AnomalyScore.asset_id.in_(ids),
             AnomalyScore.minute_ms >= lo_ms,
             AnomalyScore.minute_ms <= hi_ms,
