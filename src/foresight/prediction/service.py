@@ -355,6 +355,25 @@ def load_bundle(version: ModelVersion) -> modeling.ModelBundle:
     return bundle
 
 
+_RECIPES: dict[uuid.UUID, tuple[list[FeatureSpec], FeatureConfig]] = {}
+
+
+def _model_recipe(version: ModelVersion) -> tuple[list[FeatureSpec], FeatureConfig]:
+    """The version's feature specs and config, parsed once (a version never changes)."""
+    with _CACHE_LOCK:
+        found = _RECIPES.get(version.id)
+    if found is None:
+        found = (
+            [FeatureSpec.from_dict(s) for s in version.feature_specs],
+            FeatureConfig.from_dict(version.feature_config),
+        )
+        with _CACHE_LOCK:
+            if len(_RECIPES) >= _CACHE_SIZE:
+                _RECIPES.pop(next(iter(_RECIPES)))
+            _RECIPES[version.id] = found
+    return found
+
+
 @dataclass
 class PredictionRow:
     """One asset's prediction (what is stored, returned and printed)."""
@@ -535,11 +554,11 @@ def predict(
             reasons[a.id] = "no champion model: rule-based fallback"
     else:
         bundle = load_bundle(current)
-        specs = [FeatureSpec.from_dict(s) for s in current.feature_specs]
+        specs, config = _model_recipe(current)
         frame = build_dataset(
             db,
             tenant_id,
-            FeatureConfig.from_dict(current.feature_config),
+            config,
             asset_ids=[a.id for a in assets],
             as_of="latest",
             categories=current.categories,
