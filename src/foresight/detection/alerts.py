@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from foresight.audit import service as audit_service
 from foresight.auth.schemas import Principal
 from foresight.detection.schemas import AlertPage, AlertRead, AlertStats, CountBy
-from foresight.kit.errors import Conflict, FieldError, InvalidInput, NotFound
-from foresight.kit.pagination import decode_cursor, encode_cursor
+from foresight.kit.errors import Conflict, NotFound
+from foresight.kit.pagination import decode_time_cursor, encode_cursor
 from foresight.kit.time import as_utc, utcnow
 from foresight.models import Alert, AlertStatus, Severity
 
@@ -207,14 +207,7 @@ def list_alerts(
     if end is not None:
         stmt = stmt.where(Alert.triggered_at < end)
     if cursor:
-        at_raw, id_raw = decode_cursor(cursor, length=2)
-        try:
-            at, after_id = as_utc(datetime.fromisoformat(str(at_raw))), uuid.UUID(str(id_raw))
-        except ValueError as exc:
-            raise InvalidInput(
-                "The pagination cursor is malformed; pass back a next_cursor.",
-                errors=[FieldError(["query", "cursor"], "malformed cursor", "cursor_invalid")],
-            ) from exc
+        at, after_id = decode_time_cursor(cursor)
         stmt = stmt.where(
             (Alert.triggered_at < at) | ((Alert.triggered_at == at) & (Alert.id < after_id))
         )

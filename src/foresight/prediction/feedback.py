@@ -46,8 +46,8 @@ from foresight.auth.schemas import Principal
 from foresight.detection import alerts as alerts_service
 from foresight.detection import tuning
 from foresight.kit.db import Database
-from foresight.kit.errors import FieldError, InvalidInput, NotFound
-from foresight.kit.pagination import decode_cursor, encode_cursor
+from foresight.kit.errors import NotFound
+from foresight.kit.pagination import decode_time_cursor, encode_cursor
 from foresight.kit.time import as_utc
 from foresight.models import Alert, FeedbackVerdict, Prediction, PredictionFeedback
 from foresight.prediction import modeling
@@ -205,14 +205,7 @@ def list_feedback(
     if end is not None:
         stmt = stmt.where(PredictionFeedback.created_at < end)
     if cursor:
-        at_raw, id_raw = decode_cursor(cursor, length=2)
-        try:
-            at, after = as_utc(datetime.fromisoformat(str(at_raw))), uuid.UUID(str(id_raw))
-        except ValueError as exc:
-            raise InvalidInput(
-                "The pagination cursor is malformed; pass back a next_cursor.",
-                errors=[FieldError(["query", "cursor"], "malformed cursor", "cursor_invalid")],
-            ) from exc
+        at, after = decode_time_cursor(cursor)
         stmt = stmt.where(
             (PredictionFeedback.created_at < at)
             | ((PredictionFeedback.created_at == at) & (PredictionFeedback.id < after))
