@@ -72,6 +72,7 @@ Reading and computing
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import uuid
@@ -84,7 +85,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import select, text
+from sqlalchemy import BindParameter, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from foresight.kit.db import Database
@@ -574,6 +575,54 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+# Statements of the scoring path built once (bind parameters, compiled once per dialect):
+# building a statement costs more than SQLite takes to run it for one asset.
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_FLEET_ASSETS = select(
+    Asset.id, Asset.tag, Asset.type, Asset.criticality, Asset.install_date
+).where(Asset.tenant_id == bindparam("tenant"))
+_FLEET_SENSORS = select(Sensor.asset_id, Sensor.key, Sensor.unit, Sensor.series_id).where(
+    Sensor.tenant_id == bindparam("tenant")
+)
+_FLEET_STATEMENTS = {
+    (by_id, by_key): (
+        _FLEET_ASSETS.where(Asset.id.in_(_IDS)) if by_id else _FLEET_ASSETS,
+        (_FLEET_SENSORS.where(Sensor.asset_id.in_(_IDS)) if by_id else _FLEET_SENSORS).where(
+            *([Sensor.key.in_(bindparam("keys", expanding=True))] if by_key else [])
+        ),
+    )
+    for by_id in (False, True)
+    for by_key in (False, True)
+}
+_LATEST = select(SeriesLatest.series_id, SeriesLatest.ts_ms).where(SeriesLatest.series_id.in_(_IDS))
+_MAINTENANCE_EVENTS = select(
+    MaintenanceRecord.asset_id,
+    MaintenanceRecord.kind,
+    MaintenanceRecord.started_at,
+    MaintenanceRecord.ended_at,
+).where(
+    MaintenanceRecord.tenant_id == bindparam("tenant"),
+    MaintenanceRecord.asset_id.in_(_IDS),
+    MaintenanceRecord.status.not_in([MaintenanceStatus.cancelled, MaintenanceStatus.scheduled]),
+)
+# By asset only (the fleet's assets are the tenant's): the primary key's order, where the
+# tenant's index would visit every asset's minutes.
+_ANOMALY_EVENTS = (
+    select(AnomalyScore.asset_id, AnomalyScore.minute_ms)
+    .where(
+        AnomalyScore.asset_id.in_(_IDS),
+        AnomalyScore.flag.is_(True),
+        AnomalyScore.minute_ms >= bindparam("since"),
+    )
+    .distinct()
+)
+_ALERT_EVENTS = select(Alert.asset_id, Alert.severity, Alert.triggered_at).where(
+    Alert.tenant_id == bindparam("tenant"),
+    Alert.asset_id.in_(_IDS),
+    Alert.triggered_at >= bindparam("since"),
+)
+
+
 def _load_fleet(
     session: Session,
     tenant_id: uuid.UUID,
@@ -582,19 +631,18 @@ def _load_fleet(
 ) -> _Fleet:
     asset_rows: list[Any] = []
     sensor_rows: list[Any] = []
-    asset_stmt = select(Asset.id, Asset.tag, Asset.type, Asset.criticality, Asset.install_date)
-    asset_stmt = asset_stmt.where(Asset.tenant_id == tenant_id)
-    sensor_stmt = select(Sensor.asset_id, Sensor.key, Sensor.unit, Sensor.series_id)
-    sensor_stmt = sensor_stmt.where(Sensor.tenant_id == tenant_id)
+    conn = session.connection()
+    asset_stmt, sensor_stmt = _FLEET_STATEMENTS[(asset_ids is not None, sensor_keys is not None)]
+    params: dict[str, Any] = {"tenant": tenant_id}
     if sensor_keys is not None:
-        sensor_stmt = sensor_stmt.where(Sensor.key.in_(list(sensor_keys)))
+        params["keys"] = list(sensor_keys)
     if asset_ids is None:
-        asset_rows = list(session.execute(asset_stmt))
-        sensor_rows = list(session.execute(sensor_stmt))
+        asset_rows = list(conn.execute(asset_stmt, params))
+        sensor_rows = list(conn.execute(sensor_stmt, params))
     else:
         for chunk in _chunks(list(dict.fromkeys(asset_ids)), 500):
-            asset_rows += session.execute(asset_stmt.where(Asset.id.in_(chunk))).all()
-            sensor_rows += session.execute(sensor_stmt.where(Sensor.asset_id.in_(chunk))).all()
+            asset_rows += conn.execute(asset_stmt, {**params, "ids": list(chunk)}).all()
+            sensor_rows += conn.execute(sensor_stmt, {**params, "ids": list(chunk)}).all()
     asset_rows.sort(key=lambda r: (r.tag, str(r.id)))
     index = {row.id: i for i, row in enumerate(asset_rows)}
     keys = (
@@ -1224,21 +1272,10 @@ def _load_events(
     anom_a: list[int] = []
     anom_t: list[int] = []
     alert_at: dict[str, tuple[list[int], list[int]]] = {s: ([], []) for s in SEVERITIES}
+    conn = session.connection()
     for chunk in _chunks(fleet.asset_ids, 500):
-        records = session.execute(
-            select(
-                MaintenanceRecord.asset_id,
-                MaintenanceRecord.kind,
-                MaintenanceRecord.started_at,
-                MaintenanceRecord.ended_at,
-            ).where(
-                MaintenanceRecord.tenant_id == tenant_id,
-                MaintenanceRecord.asset_id.in_(chunk),
-                MaintenanceRecord.status.not_in(
-                    [MaintenanceStatus.cancelled, MaintenanceStatus.scheduled]
-                ),
-            )
-        )
+        ids = list(chunk)
+        records = conn.execute(_MAINTENANCE_EVENTS, {"tenant": tenant_id, "ids": ids})
         for asset_id, kind, started_at, ended_at in records:
             at = _dt_ms(started_at if started_at is not None else ended_at)
             if at is None:
@@ -1251,26 +1288,12 @@ def _load_events(
                 maint_t.append(at)
         if not windowed:
             continue
-        # By asset only (the fleet's assets are the tenant's): the primary key's order, where
-        # the tenant's index would visit every asset's minutes.
-        minutes = session.execute(
-            select(AnomalyScore.asset_id, AnomalyScore.minute_ms)
-            .where(
-                AnomalyScore.asset_id.in_(chunk),
-                AnomalyScore.flag.is_(True),
-                AnomalyScore.minute_ms >= since_ms - 60_000,
-            )
-            .distinct()
-        )
+        minutes = conn.execute(_ANOMALY_EVENTS, {"ids": ids, "since": since_ms - 60_000})
         for asset_id, minute_ms in minutes:
             anom_a.append(index[asset_id])
             anom_t.append(int(minute_ms) + 60_000)  # counts once the minute is over
-        alerts = session.execute(
-            select(Alert.asset_id, Alert.severity, Alert.triggered_at).where(
-                Alert.tenant_id == tenant_id,
-                Alert.asset_id.in_(chunk),
-                Alert.triggered_at >= from_ms(max(since_ms, 0)),
-            )
+        alerts = conn.execute(
+            _ALERT_EVENTS, {"tenant": tenant_id, "ids": ids, "since": from_ms(max(since_ms, 0))}
         )
         for asset_id, severity, triggered_at in alerts:
             a_list, t_list = alert_at[str(severity)]
@@ -1367,6 +1390,13 @@ def feature_specs(
     keys: Sequence[str], units: Sequence[str], config: FeatureConfig, types: Sequence[str] = ()
 ) -> list[FeatureSpec]:
     """The columns, in order, for these sensor keys (and asset-type levels)."""
+    return list(_feature_specs(tuple(keys), tuple(units), config, tuple(types)))
+
+
+@functools.lru_cache(maxsize=256)
+def _feature_specs(
+    keys: tuple[str, ...], units: tuple[str, ...], config: FeatureConfig, types: tuple[str, ...]
+) -> tuple[FeatureSpec, ...]:
     specs: list[FeatureSpec] = []
     for key, unit in zip(keys, units, strict=True):
         for stat in SENSOR_STATS:
@@ -1392,7 +1422,7 @@ def feature_specs(
             )
     specs.append(FeatureSpec("asset_type", "asset_type", categorical=True, levels=tuple(types)))
     specs.append(FeatureSpec("criticality", "criticality", levels=CRITICALITY_LEVELS))
-    return specs
+    return tuple(specs)
 
 
 def _as_of_ms(as_of: AsOf) -> int | None:
@@ -1411,12 +1441,9 @@ def _latest_ms(session: Session, fleet: _Fleet) -> I64:
     """Each asset's newest reading time (-1 when it has none)."""
     latest = np.full(len(fleet.asset_ids), -1, dtype=np.int64)
     ids = fleet.series_id.tolist()
+    conn = session.connection()
     for chunk in _chunks(ids, 500):
-        rows = session.execute(
-            select(SeriesLatest.series_id, SeriesLatest.ts_ms).where(
-                SeriesLatest.series_id.in_(chunk)
-            )
-        ).all()
+        rows = conn.execute(_LATEST, {"ids": list(chunk)}).all()
         if rows:
             sid = np.array([r[0] for r in rows], dtype=np.int64)
             ts = np.array([r[1] for r in rows], dtype=np.int64)

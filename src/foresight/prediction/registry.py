@@ -29,9 +29,10 @@ Promote and rollback
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from foresight.kit.errors import Conflict, NotFound
@@ -92,6 +93,33 @@ def list_versions(session: Session, tenant_id: uuid.UUID) -> list[ModelVersion]:
             .order_by(ModelVersion.version.desc())
         )
     )
+
+
+class ChampionHead(NamedTuple):
+    """What scoring needs to know of the champion on every call (the artifact and the feature
+    specs, large and immutable, are loaded once per version by the caller's cache)."""
+
+    id: uuid.UUID
+    version: int
+    max_rul_days: float
+    categories: dict[str, list[str]]
+    promoted_at: datetime | None
+
+
+_CHAMPION_HEAD = select(
+    ModelVersion.id,
+    ModelVersion.version,
+    ModelVersion.max_rul_days,
+    ModelVersion.categories,
+    ModelVersion.promoted_at,
+).where(ModelVersion.tenant_id == bindparam("tenant"), ModelVersion.status == ModelStatus.champion)
+
+
+def champion_head(session: Session, tenant_id: uuid.UUID) -> ChampionHead | None:
+    """The champion's identity and scoring settings, without its artifact (one prebuilt
+    statement: this runs on every prediction)."""
+    row = session.connection().execute(_CHAMPION_HEAD, {"tenant": tenant_id}).first()
+    return None if row is None else ChampionHead(*row)
 
 
 def champion(session: Session, tenant_id: uuid.UUID) -> ModelVersion | None:

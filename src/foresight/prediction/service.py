@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import BindParameter, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
@@ -340,6 +340,22 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 8
 
 
+def scoring_model(
+    session: Session, version_id: uuid.UUID
+) -> tuple[modeling.ModelBundle, list[FeatureSpec], FeatureConfig]:
+    """The version's bundle, feature specs and config, from the caches; the version's row (its
+    artifact: megabytes) is read only when they do not hold it yet."""
+    with _CACHE_LOCK:
+        bundle = _CACHE.get(version_id)
+        recipe = _RECIPES.get(version_id)
+    if bundle is None or recipe is None:
+        version = session.get(ModelVersion, version_id)
+        if version is None:
+            raise NotFound(f"Model {version_id} not found.")
+        bundle, recipe = load_bundle(version), _model_recipe(version)
+    return bundle, *recipe
+
+
 def load_bundle(version: ModelVersion) -> modeling.ModelBundle:
     """The version's artifact as a bundle (cached by version id: artifacts never change)."""
     with _CACHE_LOCK:
@@ -402,32 +418,36 @@ class PredictionRow:
     # The asset's health score before this prediction was stored (not stored itself).
     previous_health_score: float | None = None
 
-    def to_model(self, tenant_id: uuid.UUID) -> Prediction:
+    def to_values(self, tenant_id: uuid.UUID) -> dict[str, Any]:
+        """The ``predictions`` row's column values."""
         p = self.failure_probability
-        return Prediction(
-            id=self.id or uuid.uuid4(),
-            tenant_id=tenant_id,
-            asset_id=self.asset_id,
-            as_of=self.as_of,
-            computed_at=self.computed_at,
-            model_version_id=self.model_version_id,
-            model_version=self.model_version,
-            fallback=self.fallback,
-            fallback_reason=self.fallback_reason,
-            failure_probability_7d=p.get(7),
-            failure_probability_14d=p.get(14),
-            failure_probability_30d=p.get(30),
-            rul_days=self.rul_days,
-            rul_low=self.rul_low,
-            rul_high=self.rul_high,
-            rul_at_cap=self.rul_at_cap,
-            confidence=self.confidence,
-            health_score=self.health_score,
-            status=self.status,
-            top_factors=self.top_factors,
-            health_penalties=self.health_penalties,
-            health_trend=self.health_trend,
-        )
+        return {
+            "id": self.id or uuid.uuid4(),
+            "tenant_id": tenant_id,
+            "asset_id": self.asset_id,
+            "as_of": self.as_of,
+            "computed_at": self.computed_at,
+            "model_version_id": self.model_version_id,
+            "model_version": self.model_version,
+            "fallback": self.fallback,
+            "fallback_reason": self.fallback_reason,
+            "failure_probability_7d": p.get(7),
+            "failure_probability_14d": p.get(14),
+            "failure_probability_30d": p.get(30),
+            "rul_days": self.rul_days,
+            "rul_low": self.rul_low,
+            "rul_high": self.rul_high,
+            "rul_at_cap": self.rul_at_cap,
+            "confidence": self.confidence,
+            "health_score": self.health_score,
+            "status": self.status,
+            "top_factors": self.top_factors,
+            "health_penalties": self.health_penalties,
+            "health_trend": self.health_trend,
+        }
+
+    def to_model(self, tenant_id: uuid.UUID) -> Prediction:
+        return Prediction(**self.to_values(tenant_id))
 
     @classmethod
     def from_model(cls, row: Prediction, tag: str, max_rul_days: float) -> PredictionRow:
@@ -475,7 +495,11 @@ def _resolve_assets(
     query = select(Asset).where(Asset.tenant_id == tenant_id)
     if asset_ids is not None:
         wanted = list(dict.fromkeys(asset_ids))
-        found = {a.id: a for a in session.scalars(query.where(Asset.id.in_(wanted)))}
+        found: dict[uuid.UUID, Asset] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            params = {"tenant": tenant_id, "ids": chunk}
+            found.update((a.id, a) for a in session.scalars(_ASSETS_BY_ID, params))
         missing = [str(a) for a in wanted if a not in found]
         if missing:
             raise NotFound(f"Asset(s) not found: {', '.join(missing[:10])}.")
@@ -541,10 +565,12 @@ def predict(
     now = utcnow()
     with db.transaction(write=False) as reader:
         assets = _resolve_assets(reader, tenant_id, asset_ids)
-        current = registry.champion(reader, tenant_id)
-        cap = (
-            current.max_rul_days if current is not None else tenant_max_rul_days(reader, tenant_id)
-        )
+        current = registry.champion_head(reader, tenant_id)
+        if current is None:
+            cap = tenant_max_rul_days(reader, tenant_id)
+        else:
+            cap = current.max_rul_days
+            bundle, specs, config = scoring_model(reader, current.id)
     rows: dict[uuid.UUID, PredictionRow] = {}
     reasons: dict[uuid.UUID, str] = {}
     if not assets:
@@ -553,8 +579,6 @@ def predict(
         for a in assets:
             reasons[a.id] = "no champion model: rule-based fallback"
     else:
-        bundle = load_bundle(current)
-        specs, config = _model_recipe(current)
         frame = build_dataset(
             db,
             tenant_id,
@@ -627,21 +651,33 @@ def predict(
     return ordered
 
 
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_ASSETS_BY_ID = select(Asset).where(Asset.tenant_id == bindparam("tenant"), Asset.id.in_(_IDS))
+_HEALTH_SCORES = select(Asset.id, Asset.health_score).where(Asset.id.in_(_IDS))
+_INSERT_PREDICTIONS = insert(Prediction)
+_SET_HEALTH_SCORE = (
+    update(Asset).where(Asset.id == bindparam("asset_id")).values(health_score=bindparam("score"))
+)
+
+
 def _store(session: Session, tenant_id: uuid.UUID, rows: Sequence[PredictionRow]) -> None:
     """Store the predictions and make each asset's ``health_score`` the new one (the score it
-    had is kept on the row, for :func:`health_events`)."""
-    ids = [r.asset_id for r in rows]
-    found = session.execute(select(Asset.id, Asset.health_score).where(Asset.id.in_(ids))).all()
-    previous: dict[uuid.UUID, float | None] = dict(found)
-    session.add_all([r.to_model(tenant_id) for r in rows])
+    had is kept on the row, for :func:`health_events`). Core statements built once: this runs
+    for every prediction, and the ORM's unit of work costs more than the inserts."""
+    conn = session.connection()
+    previous: dict[uuid.UUID, float | None] = {}
+    ids = list(dict.fromkeys(r.asset_id for r in rows))
+    for chunk in range(0, len(ids), 500):
+        found = conn.execute(_HEALTH_SCORES, {"ids": ids[chunk : chunk + 500]}).all()
+        previous.update((aid, score) for aid, score in found)
+    conn.execute(_INSERT_PREDICTIONS, [r.to_values(tenant_id) for r in rows])
     changes = []
     for r in rows:
         r.previous_health_score = previous.get(r.asset_id)
         if r.health_score is not None and r.health_score != r.previous_health_score:
-            changes.append({"id": r.asset_id, "health_score": r.health_score})
-    session.flush()
+            changes.append({"asset_id": r.asset_id, "score": r.health_score})
     if changes:
-        session.execute(update(Asset), changes)
+        conn.execute(_SET_HEALTH_SCORE, changes)
 
 
 def health_events(rows: Sequence[PredictionRow]) -> list[tuple[uuid.UUID, Event]]:

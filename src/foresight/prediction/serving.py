@@ -122,7 +122,9 @@ def latest_reading_at(session: Session, asset_id: uuid.UUID) -> datetime | None:
 
 
 def stale_reason(
-    stored: PredictionRow | None, latest_reading: datetime | None, champion: ModelVersion | None
+    stored: PredictionRow | None,
+    latest_reading: datetime | None,
+    champion: registry.ChampionHead | ModelVersion | None,
 ) -> str | None:
     """Why ``stored`` is no longer the asset's current prediction (None: it is)."""
     if stored is None:
@@ -149,12 +151,14 @@ def current(
     """The asset's current prediction (see the module docstring) and whether it was scored now.
     A fresh one is stored in a transaction of its own: ``session`` (the request's) is only read
     from."""
-    _asset(session, tenant_id, asset_id)
-    stored = latest_stored(session, tenant_id, asset_id)
-    if not refresh and stored is not None:
-        reading = latest_reading_at(session, asset_id)
-        if stale_reason(stored, reading, registry.champion(session, tenant_id)) is None:
-            return stored, False
+    if not refresh:
+        _asset(session, tenant_id, asset_id)
+        stored = latest_stored(session, tenant_id, asset_id)
+        if stored is not None:
+            reading = latest_reading_at(session, asset_id)
+            if stale_reason(stored, reading, registry.champion_head(session, tenant_id)) is None:
+                return stored, False
+    # (An unknown asset is a 404 from the scoring itself.)
     return service.predict(db, tenant_id, [asset_id], include_explanation=True)[0], True
 
 

@@ -30,7 +30,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Float, cast, func, select
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from foresight.kit.time import as_utc, from_ms
@@ -87,6 +99,55 @@ class AssetSignals:
         return trend_from_sums(n + 1, sx, sy + score, sxx, sxy, hi - lo)
 
 
+# The statements, built once (bind parameters): gathering runs on every prediction.
+_IDS: BindParameter[Any] = bindparam("ids", expanding=True)
+_OPEN_ALERTS = (
+    select(Alert.asset_id, Alert.severity, func.count())
+    .where(
+        Alert.tenant_id == bindparam("tenant"),
+        Alert.asset_id.in_(_IDS),
+        Alert.status != AlertStatus.resolved,
+    )
+    .group_by(Alert.asset_id, Alert.severity)
+)
+_ANOMALIES_OF_ASSETS = select(
+    AnomalyScore.asset_id, AnomalyScore.minute_ms, AnomalyScore.score, AnomalyScore.flag
+).where(
+    AnomalyScore.asset_id.in_(_IDS),
+    AnomalyScore.minute_ms >= bindparam("lo"),
+    AnomalyScore.minute_ms <= bindparam("hi"),
+    (AnomalyScore.score > ANOMALY_FLOOR) | AnomalyScore.flag.is_(True),
+)
+# A few assets: looked up by asset (the primary key's lead); many: the tenant's minute index,
+# one range for all of them.
+_ANOMALIES_OF_TENANT = _ANOMALIES_OF_ASSETS.where(AnomalyScore.tenant_id == bindparam("tenant"))
+# Maintenance done (not failures) by the latest time, still-scheduled work, failures in
+# progress: one read for the three signals.
+_done_at = func.coalesce(MaintenanceRecord.ended_at, MaintenanceRecord.started_at)
+_MAINTENANCE = select(
+    MaintenanceRecord.asset_id,
+    MaintenanceRecord.kind,
+    MaintenanceRecord.status,
+    MaintenanceRecord.started_at,
+    MaintenanceRecord.ended_at,
+    MaintenanceRecord.scheduled_for,
+).where(
+    MaintenanceRecord.tenant_id == bindparam("tenant"),
+    MaintenanceRecord.asset_id.in_(_IDS),
+    or_(
+        and_(MaintenanceRecord.kind != MaintenanceKind.failure, _done_at <= bindparam("latest")),
+        and_(
+            MaintenanceRecord.status == MaintenanceStatus.scheduled,
+            MaintenanceRecord.scheduled_for.is_not(None),
+        ),
+        and_(
+            MaintenanceRecord.kind == MaintenanceKind.failure,
+            MaintenanceRecord.status == MaintenanceStatus.in_progress,
+        ),
+    ),
+)
+
+
 def _epoch_days(session: Session, column: Any) -> ColumnElement[Any]:
     """``column`` as days since the epoch, in the database's own arithmetic."""
     if session.get_bind().dialect.name == "postgresql":
@@ -106,33 +167,16 @@ def gather(
     t_ms = {aid: int(as_utc(times[aid]).timestamp() * 1000) for aid in ids}
     latest = max(times[aid] for aid in ids)
 
-    for aid, severity, n in session.execute(
-        select(Alert.asset_id, Alert.severity, func.count())
-        .where(
-            Alert.tenant_id == tenant_id,
-            Alert.asset_id.in_(ids),
-            Alert.status != AlertStatus.resolved,
-        )
-        .group_by(Alert.asset_id, Alert.severity)
-    ):
+    conn = session.connection()
+    for aid, severity, n in conn.execute(_OPEN_ALERTS, {"tenant": tenant_id, "ids": ids}):
         if aid in out:
             out[aid].open_alerts[severity.value] = int(n)
 
     lo_ms = min(t_ms.values()) - FLAGGED_WINDOW_MS
     hi_ms = max(t_ms.values())
-    for aid, minute_ms, score, flag in session.execute(
-        select(
-            AnomalyScore.asset_id, AnomalyScore.minute_ms, AnomalyScore.score, AnomalyScore.flag
-        ).where(
-            # A few assets: looked up by asset (the primary key's lead); many: the tenant's
-            # minute index, one range for all of them.
-            *([AnomalyScore.tenant_id == tenant_id] if len(ids) > FEW_ASSETS else []),
-            AnomalyScore.asset_id.in_(ids),
-            AnomalyScore.minute_ms >= lo_ms,
-            AnomalyScore.minute_ms <= hi_ms,
-            (AnomalyScore.score > ANOMALY_FLOOR) | AnomalyScore.flag.is_(True),
-        )
-    ):
+    scores = _ANOMALIES_OF_TENANT if len(ids) > FEW_ASSETS else _ANOMALIES_OF_ASSETS
+    params = {"tenant": tenant_id, "ids": ids, "lo": lo_ms, "hi": hi_ms}
+    for aid, minute_ms, score, flag in conn.execute(scores, params):
         t = t_ms[aid]
         if flag and t - FLAGGED_WINDOW_MS <= minute_ms <= t:
             out[aid].flagged_minutes_24h += 1
@@ -140,46 +184,25 @@ def gather(
             current = out[aid].anomaly_score
             out[aid].anomaly_score = float(score) if current is None else max(current, score)
 
-    done = func.coalesce(MaintenanceRecord.ended_at, MaintenanceRecord.started_at)
-    for aid, at in session.execute(
-        select(MaintenanceRecord.asset_id, done).where(
-            MaintenanceRecord.tenant_id == tenant_id,
-            MaintenanceRecord.asset_id.in_(ids),
-            MaintenanceRecord.kind != MaintenanceKind.failure,
-            done <= latest,
-        )
-    ):
-        if at is None:
-            continue
-        at = as_utc(at)
-        last = out[aid].last_maintenance
-        if at <= as_utc(times[aid]) and (last is None or at > last):
-            out[aid].last_maintenance = at
-
-    for aid, due in session.execute(
-        select(MaintenanceRecord.asset_id, func.min(MaintenanceRecord.scheduled_for))
-        .where(
-            MaintenanceRecord.tenant_id == tenant_id,
-            MaintenanceRecord.asset_id.in_(ids),
-            MaintenanceRecord.status == MaintenanceStatus.scheduled,
-            MaintenanceRecord.scheduled_for.is_not(None),
-        )
-        .group_by(MaintenanceRecord.asset_id)
-    ):
-        late = 0.0 if due is None else (as_utc(times[aid]) - as_utc(due)) / timedelta(days=1)
+    due: dict[uuid.UUID, datetime] = {}
+    down: dict[uuid.UUID, list[datetime]] = defaultdict(list)
+    params = {"tenant": tenant_id, "ids": ids, "latest": latest}
+    for aid, kind, status, started, ended, scheduled_for in conn.execute(_MAINTENANCE, params):
+        if kind != MaintenanceKind.failure:
+            at = ended if ended is not None else started
+            if at is not None and as_utc(at) <= as_utc(times[aid]):
+                last = out[aid].last_maintenance
+                if last is None or as_utc(at) > last:
+                    out[aid].last_maintenance = as_utc(at)
+        if status == MaintenanceStatus.scheduled and scheduled_for is not None:
+            first = due.get(aid)
+            due[aid] = as_utc(scheduled_for) if first is None else min(first, as_utc(scheduled_for))
+        if kind == MaintenanceKind.failure and status == MaintenanceStatus.in_progress:
+            down[aid].append(as_utc(started) if started is not None else latest)
+    for aid, when in due.items():
+        late = (as_utc(times[aid]) - when) / timedelta(days=1)
         if late > 0:
             out[aid].days_overdue = late
-
-    down: dict[uuid.UUID, list[datetime]] = defaultdict(list)
-    for aid, started in session.execute(
-        select(MaintenanceRecord.asset_id, MaintenanceRecord.started_at).where(
-            MaintenanceRecord.tenant_id == tenant_id,
-            MaintenanceRecord.asset_id.in_(ids),
-            MaintenanceRecord.kind == MaintenanceKind.failure,
-            MaintenanceRecord.status == MaintenanceStatus.in_progress,
-        )
-    ):
-        down[aid].append(as_utc(started) if started is not None else latest)
     for aid, starts in down.items():
         out[aid].failed = any(s <= as_utc(times[aid]) for s in starts)
 
@@ -192,6 +215,43 @@ def _day_number(session: Session, column: Any) -> ColumnElement[Any]:
     if session.get_bind().dialect.name == "postgresql":
         return func.floor(cast(func.extract("epoch", column), Float) / DAY_S)
     return cast(cast(func.julianday(column), Float) - 2440587.5, BigInteger)
+
+
+_TREND: dict[str, Select[Any]] = {}
+
+
+def _trend_statement(session: Session) -> Select[Any]:
+    """Per asset and UTC day of ``as_of``, the trend sums of the stored scores (x in days from
+    ``:ref_days``), built once per dialect."""
+    dialect = session.get_bind().dialect.name
+    found = _TREND.get(dialect)
+    if found is None:
+        x = _epoch_days(session, Prediction.as_of) - bindparam("ref_days", type_=Float)
+        y = Prediction.health_score
+        day = _day_number(session, Prediction.as_of)
+        found = _TREND[dialect] = (
+            select(
+                Prediction.asset_id,
+                day,
+                func.count(),
+                func.sum(x),
+                func.sum(y),
+                func.sum(x * x),
+                func.sum(x * y),
+                func.min(x),
+                func.max(x),
+            )
+            .where(
+                Prediction.tenant_id == bindparam("tenant"),
+                Prediction.asset_id.in_(_IDS),
+                Prediction.health_score.is_not(None),
+                Prediction.as_of.is_not(None),
+                Prediction.as_of >= bindparam("lo"),
+                Prediction.as_of <= bindparam("hi"),
+            )
+            .group_by(Prediction.asset_id, day)
+        )
+    return found
 
 
 def _trend_sums(
@@ -211,31 +271,14 @@ def _trend_sums(
     ref = max(as_utc(times[a]) for a in ids)
     earliest = min(as_utc(times[a]) for a in ids)
     ref_days = ref.timestamp() / DAY_S
-    x = _epoch_days(session, Prediction.as_of) - ref_days
-    y = Prediction.health_score
-    day = _day_number(session, Prediction.as_of)
-    rows = session.execute(
-        select(
-            Prediction.asset_id,
-            day,
-            func.count(),
-            func.sum(x),
-            func.sum(y),
-            func.sum(x * x),
-            func.sum(x * y),
-            func.min(x),
-            func.max(x),
-        )
-        .where(
-            Prediction.tenant_id == tenant_id,
-            Prediction.asset_id.in_(ids),
-            Prediction.health_score.is_not(None),
-            Prediction.as_of.is_not(None),
-            Prediction.as_of >= earliest - timedelta(days=TREND_WINDOW_DAYS + 1),
-            Prediction.as_of <= ref,
-        )
-        .group_by(Prediction.asset_id, day)
-    )
+    params = {
+        "tenant": tenant_id,
+        "ids": ids,
+        "ref_days": ref_days,
+        "lo": earliest - timedelta(days=TREND_WINDOW_DAYS + 1),
+        "hi": ref,
+    }
+    rows = session.connection().execute(_trend_statement(session), params)
     sums: dict[uuid.UUID, list[float]] = {}
     for aid, d, n, *figures in rows:
         if not n or any(v is None for v in figures):
