@@ -23,6 +23,7 @@ them to live updates.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import multiprocessing.connection
 import signal
@@ -155,6 +156,10 @@ def child_main(
     # The parent bounds what is in flight; the child queues whatever it was sent.
     worker = DetectionWorker(engine, max_pending_points=1 << 62, on_processed=on_processed)
     worker.start()
+    # The imports' objects live as long as the child: kept out of full collections, whose
+    # pauses (over 100 ms on the whole engine) would land on an alert's latency.
+    gc.collect()
+    gc.freeze()
     send(("ready",))
     try:
         while True:

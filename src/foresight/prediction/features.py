@@ -1510,13 +1510,14 @@ def _scoring_ranges(
 
 
 def build_dataset(
-    db: Database,
+    db: Database | None,
     tenant_id: uuid.UUID,
     config: FeatureConfig | None = None,
     *,
     asset_ids: Sequence[uuid.UUID] | None = None,
     as_of: AsOf = None,
     categories: Mapping[str, Sequence[str]] | None = None,
+    session: Session | None = None,
 ) -> FeatureFrame:
     """Features and labels for the tenant's assets (all, or ``asset_ids``), read from the store.
 
@@ -1524,10 +1525,15 @@ def build_dataset(
     data), ``"latest"`` for scoring (one row per asset at its newest reading), or a time (one
     row per asset with data before it). ``categories`` fixes the levels of the categorical
     columns (a trained model's), so codes mean the same at scoring; unknown levels are NaN.
+    Read in ``session`` when given (the caller's read transaction), else in one of ``db``'s.
     """
     config = config or FeatureConfig()
-    with db.transaction(write=False) as session:
+    if session is not None:
         return _build(session, tenant_id, config, asset_ids, as_of, categories)
+    if db is None:
+        raise ValueError("build_dataset needs a database or a session")
+    with db.transaction(write=False) as own:
+        return _build(own, tenant_id, config, asset_ids, as_of, categories)
 
 
 def _build(

@@ -558,19 +558,39 @@ def predict(
     *,
     store: bool = True,
     session: Session | None = None,
+    reader: Session | None = None,
 ) -> list[PredictionRow]:
     """Score the assets (all of the tenant's, or ``asset_ids``, in that order) and store the
     predictions: in ``session`` when given (a request's write transaction: on SQLite a second
-    writer would wait for it forever), else in a transaction of their own."""
+    writer would wait for it forever), else in a transaction of their own. Everything is read
+    in one transaction: ``reader`` (e.g. a request's read-only session) or one of its own."""
+    if reader is None:
+        with db.transaction(write=False) as own_reader:
+            ordered = _score(own_reader, tenant_id, asset_ids, include_explanation)
+    else:
+        ordered = _score(reader, tenant_id, asset_ids, include_explanation)
+    if store and session is not None:
+        _store(session, tenant_id, ordered)
+    elif store and ordered:
+        with db.transaction() as own:
+            _store(own, tenant_id, ordered)
+    return ordered
+
+
+def _score(
+    reader: Session,
+    tenant_id: uuid.UUID,
+    asset_ids: Sequence[uuid.UUID] | None,
+    include_explanation: bool,
+) -> list[PredictionRow]:
     now = utcnow()
-    with db.transaction(write=False) as reader:
-        assets = _resolve_assets(reader, tenant_id, asset_ids)
-        current = registry.champion_head(reader, tenant_id)
-        if current is None:
-            cap = tenant_max_rul_days(reader, tenant_id)
-        else:
-            cap = current.max_rul_days
-            bundle, specs, config = scoring_model(reader, current.id)
+    assets = _resolve_assets(reader, tenant_id, asset_ids)
+    current = registry.champion_head(reader, tenant_id)
+    if current is None:
+        cap = tenant_max_rul_days(reader, tenant_id)
+    else:
+        cap = current.max_rul_days
+        bundle, specs, config = scoring_model(reader, current.id)
     rows: dict[uuid.UUID, PredictionRow] = {}
     reasons: dict[uuid.UUID, str] = {}
     if not assets:
@@ -580,12 +600,13 @@ def predict(
             reasons[a.id] = "no champion model: rule-based fallback"
     else:
         frame = build_dataset(
-            db,
+            None,
             tenant_id,
             config,
             asset_ids=[a.id for a in assets],
             as_of="latest",
             categories=current.categories,
+            session=reader,
         ).conform(specs, current.categories)
         index = {aid: i for i, aid in enumerate(frame.asset_id.tolist())}
         usable: list[int] = []
@@ -629,11 +650,10 @@ def predict(
     # The signals of every asset at its own time, in one query each: the fallback's inputs and
     # the health score's.
     by_rule = [a for a in assets if a.id in reasons]
-    with db.transaction(write=False) as reader:
-        latest = signals.latest_readings(reader, [a.id for a in by_rule]) if by_rule else {}
-        times = {aid: r.as_of or r.computed_at for aid, r in rows.items()}
-        times.update({a.id: latest.get(a.id, now) for a in by_rule})
-        found = signals.gather(reader, assets, times)
+    latest = signals.latest_readings(reader, [a.id for a in by_rule]) if by_rule else {}
+    times = {aid: r.as_of or r.computed_at for aid, r in rows.items()}
+    times.update({a.id: latest.get(a.id, now) for a in by_rule})
+    found = signals.gather(reader, assets, times)
     for a in by_rule:
         rows[a.id] = fallback_prediction(
             a, found[a.id], as_of=latest.get(a.id), reason=reasons[a.id], now=now,
@@ -643,11 +663,6 @@ def predict(
     _attach_health(ordered, found)
     for r in ordered:
         r.id = uuid.uuid4()
-    if store and session is not None:
-        _store(session, tenant_id, ordered)
-    elif store:
-        with db.transaction() as own:
-            _store(own, tenant_id, ordered)
     return ordered
 
 

@@ -159,7 +159,8 @@ def current(
             if stale_reason(stored, reading, registry.champion_head(session, tenant_id)) is None:
                 return stored, False
     # (An unknown asset is a 404 from the scoring itself.)
-    return service.predict(db, tenant_id, [asset_id], include_explanation=True)[0], True
+    rows = service.predict(db, tenant_id, [asset_id], include_explanation=True, reader=session)
+    return rows[0], True
 
 
 def score(
@@ -173,7 +174,9 @@ def score(
     """Score fresh and store (in a transaction of its own: ``session``, the request's, only
     reads, so the scoring does not hold SQLite's write lock): one row per requested id, in order
     (a repeated id gets the same prediction); unknown ids are a 404 before anything is scored."""
-    rows = service.predict(db, tenant_id, asset_ids, include_explanation=include_explanation)
+    rows = service.predict(
+        db, tenant_id, asset_ids, include_explanation=include_explanation, reader=session
+    )
     by_id = {r.asset_id: r for r in rows}
     return [by_id[a] for a in asset_ids]
 
