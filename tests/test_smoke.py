@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import gc
+
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from foresight.config import Settings
+from foresight.kit.db import Database
 from foresight.models import Tenant
+from foresight.web.app import create_app
 from foresight.web.deps import SessionDep
 from tests.factories import PASSWORD, Factory
 
@@ -44,3 +49,14 @@ def test_a_failed_commit_is_an_error_response_not_a_2xx(
             select(func.count()).select_from(Tenant).where(Tenant.name == existing.name)
         )
     assert count == 1
+
+
+def test_startup_objects_are_frozen_out_of_the_collector_while_the_app_runs(
+    settings: Settings, db: Database
+) -> None:
+    """Full collections would otherwise walk every module and route on each pass (pauses of
+    over 100 ms in the API process); shutdown thaws them again."""
+    gc.unfreeze()
+    with TestClient(create_app(settings, db)):
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0

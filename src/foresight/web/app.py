@@ -110,12 +110,14 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
             prediction_schedule.start()
         # What startup made (modules, routes, models: hundreds of thousands of objects) lives
         # as long as the process: out of the collector's sight, a full collection no longer
-        # walks it, and requests are not held up by pauses of tens of milliseconds.
+        # walks it, and requests are not held up by pauses of tens of milliseconds. Thawed at
+        # shutdown: an app stopped in a process that lives on (tests) leaves nothing frozen.
         gc.collect()
         gc.freeze()
         try:
             yield
         finally:
+            gc.unfreeze()
             # A training in hand stops at its next step (its job marked interrupted).
             await asyncio.to_thread(prediction_schedule.stop)
             await asyncio.to_thread(notifier.stop)  # finishes the sends in hand
