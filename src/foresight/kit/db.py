@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +63,16 @@ def _same_as_created(context: Any) -> Any:
 class TimestampMixin:
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=_same_as_created, onupdate=utcnow)
+
+
+#: Ids per ``IN (…)`` list: one statement's parameters stay well inside every driver's limits.
+IN_LIST_MAX = 500
+
+
+def chunks(items: Sequence[Any], size: int = IN_LIST_MAX) -> Iterable[Sequence[Any]]:
+    """``items`` in consecutive slices of at most ``size`` (for ``IN`` lists of bounded length)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

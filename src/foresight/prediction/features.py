@@ -77,7 +77,7 @@ import json
 import math
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -88,7 +88,7 @@ import numpy.typing as npt
 from sqlalchemy import BindParameter, bindparam, select, text
 from sqlalchemy.orm import Session
 
-from foresight.kit.db import Database
+from foresight.kit.db import Database, chunks
 from foresight.kit.time import as_utc, from_ms
 from foresight.models import (
     Alert,
@@ -570,11 +570,6 @@ def _empty_buckets() -> _Buckets:
     return _Buckets(i, i, i, f, f, f, f, f, f)
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 # Statements of the scoring path built once (bind parameters, compiled once per dialect):
 # building a statement costs more than SQLite takes to run it for one asset.
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
@@ -640,7 +635,7 @@ def _load_fleet(
         asset_rows = list(conn.execute(asset_stmt, params))
         sensor_rows = list(conn.execute(sensor_stmt, params))
     else:
-        for chunk in _chunks(list(dict.fromkeys(asset_ids)), 500):
+        for chunk in chunks(list(dict.fromkeys(asset_ids))):
             asset_rows += conn.execute(asset_stmt, {**params, "ids": list(chunk)}).all()
             sensor_rows += conn.execute(sensor_stmt, {**params, "ids": list(chunk)}).all()
     asset_rows.sort(key=lambda r: (r.tag, str(r.id)))
@@ -757,7 +752,7 @@ def _fetch_postgres(
     """One row per series and range, its buckets packed into one bytea by an index scan (in
     index order, which the caller checks: it sorts if need be)."""
     parts: list[_Part] = []
-    for chunk in _chunks(ids, _IDS_PER_FETCH):
+    for chunk in chunks(ids, _IDS_PER_FETCH):
         # Integers only are inlined; they come from our own queries.
         values = ", ".join(
             f"({int(s)}, {int(lo)}, {int(hi)})"
@@ -797,7 +792,7 @@ def _fetch_sqlite(
     parts: list[_Part] = []
     cursor = raw.cursor()
     try:
-        for chunk in _chunks(ids, per_statement):
+        for chunk in chunks(ids, per_statement):
             # Integers only are inlined; they come from our own queries.
             values = ", ".join(
                 f"({int(s)}, {int(lo)}, {int(hi)})"
@@ -1273,7 +1268,7 @@ def _load_events(
     anom_t: list[int] = []
     alert_at: dict[str, tuple[list[int], list[int]]] = {s: ([], []) for s in SEVERITIES}
     conn = session.connection()
-    for chunk in _chunks(fleet.asset_ids, 500):
+    for chunk in chunks(fleet.asset_ids):
         ids = list(chunk)
         records = conn.execute(_MAINTENANCE_EVENTS, {"tenant": tenant_id, "ids": ids})
         for asset_id, kind, started_at, ended_at in records:
@@ -1337,7 +1332,7 @@ def _scoring_counts(
     rows = list(zip(rows_asset.tolist(), rows_t.tolist(), strict=True))
     minute_w = config.anomaly_windows_h
     alert_w = config.alert_windows_h
-    for chunk in _chunks(rows, 500):
+    for chunk in chunks(rows):
         values = ", ".join(f"({ident(fleet.asset_ids[a])}, {int(t)})" for a, t in chunk)
         # A minute counts once it is over: minute + 1 min in (t - W, t].
         sums = ", ".join(
@@ -1442,7 +1437,7 @@ def _latest_ms(session: Session, fleet: _Fleet) -> I64:
     latest = np.full(len(fleet.asset_ids), -1, dtype=np.int64)
     ids = fleet.series_id.tolist()
     conn = session.connection()
-    for chunk in _chunks(ids, 500):
+    for chunk in chunks(ids):
         rows = conn.execute(_LATEST, {"ids": list(chunk)}).all()
         if rows:
             sid = np.array([r[0] for r in rows], dtype=np.int64)
@@ -1461,7 +1456,7 @@ def _origins(session: Session, fleet: _Fleet) -> I64:
         "(SELECT min(r.bucket_ms) FROM readings_rollup r"
         " WHERE r.series_id = q.sid AND r.resolution_s = {}) "
     )
-    for chunk in _chunks(fleet.series_id.tolist(), 500):
+    for chunk in chunks(fleet.series_id.tolist()):
         values = ", ".join(f"({int(s)})" for s in chunk)
         sql = (
             f"WITH q (sid) AS (VALUES {values}) "

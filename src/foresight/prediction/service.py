@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
 from foresight.audit.schemas import Actor
-from foresight.kit.db import Database
+from foresight.kit.db import Database, chunks
 from foresight.kit.errors import NotFound
 from foresight.kit.time import as_utc, from_ms, utcnow
 from foresight.live.events import Event, health_event
@@ -492,19 +492,19 @@ def _finite(x: float) -> float | None:
 def _resolve_assets(
     session: Session, tenant_id: uuid.UUID, asset_ids: Sequence[uuid.UUID] | None
 ) -> list[Asset]:
-    query = select(Asset).where(Asset.tenant_id == tenant_id)
     if asset_ids is not None:
         wanted = list(dict.fromkeys(asset_ids))
         found: dict[uuid.UUID, Asset] = {}
-        for i in range(0, len(wanted), 500):
-            chunk = wanted[i : i + 500]
-            params = {"tenant": tenant_id, "ids": chunk}
+        for chunk in chunks(wanted):
+            params = {"tenant": tenant_id, "ids": list(chunk)}
             found.update((a.id, a) for a in session.scalars(_ASSETS_BY_ID, params))
         missing = [str(a) for a in wanted if a not in found]
         if missing:
             raise NotFound(f"Asset(s) not found: {', '.join(missing[:10])}.")
         return [found[a] for a in wanted]
-    return list(session.scalars(query.order_by(Asset.tag)))
+    return list(
+        session.scalars(select(Asset).where(Asset.tenant_id == tenant_id).order_by(Asset.tag))
+    )
 
 
 def model_factors(
@@ -682,9 +682,10 @@ def _store(session: Session, tenant_id: uuid.UUID, rows: Sequence[PredictionRow]
     conn = session.connection()
     previous: dict[uuid.UUID, float | None] = {}
     ids = list(dict.fromkeys(r.asset_id for r in rows))
-    for chunk in range(0, len(ids), 500):
-        found = conn.execute(_HEALTH_SCORES, {"ids": ids[chunk : chunk + 500]}).all()
-        previous.update((aid, score) for aid, score in found)
+    for chunk in chunks(ids):
+        previous.update(
+            (aid, score) for aid, score in conn.execute(_HEALTH_SCORES, {"ids": list(chunk)})
+        )
     conn.execute(_INSERT_PREDICTIONS, [r.to_values(tenant_id) for r in rows])
     changes = []
     for r in rows:
