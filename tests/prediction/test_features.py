@@ -639,3 +639,25 @@ def test_alert_and_anomaly_counts_by_window(fleet: Fleet, db: Database) -> None:
     at_t = fleet.build(as_of=t)
     names = [n for n in frame.names if n.startswith(("alerts_", "anomaly_minutes__"))]
     assert [value(at_t, asset, t, n) for n in names] == [value(frame, asset, t, n) for n in names]
+
+
+def test_ewma_states_match_the_definition_series_by_series() -> None:
+    """The all-series-at-once recurrence against the sums written out, for series of uneven
+    lengths (empty ones too), with and without weights."""
+    from foresight.prediction.features import _ewma_states
+
+    rng = np.random.default_rng(3)
+    lengths = np.array([0, 1, 7, 0, 25, 3, 40, 2])
+    first = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    tau = np.concatenate([np.cumsum(rng.exponential(2.0, n)) + rng.normal(0, 50) for n in lengths])
+    x = rng.normal(10.0, 3.0, tau.shape[0])
+    weight = rng.integers(1, 60, tau.shape[0]).astype(np.float64)
+    for w in (None, weight):
+        num, den = _ewma_states(tau, x, first, 6.0, w)
+        ww = np.ones_like(x) if w is None else w
+        for s in range(lengths.shape[0]):
+            for k in range(int(first[s]), int(first[s + 1])):
+                j = np.arange(int(first[s]), k + 1)
+                decay = np.exp2(-(tau[k] - tau[j]) / 6.0)
+                assert num[k] == pytest.approx(np.sum(ww[j] * x[j] * decay), rel=1e-12)
+                assert den[k] == pytest.approx(np.sum(ww[j] * decay), rel=1e-12)

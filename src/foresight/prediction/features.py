@@ -77,7 +77,7 @@ import json
 import math
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -118,8 +118,10 @@ WINDOW_STATS = (
     "mean", "std", "min", "max", "slope", "baseline_delta", "baseline_ratio", "baseline_z",
 )  # fmt: skip
 SENSOR_STATS = ("last", "ewma")
-# Series ids per statement when reading rollups (bounds the memory of one fetch, too).
-_IDS_PER_FETCH = 100
+# Ranges (about series) per statement when reading rollups for scoring; PostgreSQL's training
+# read takes 100 series' years a statement (bounds the memory of one fetch, too).
+_PG_RANGES_PER_STATEMENT = 100
+_SQLITE_RANGES_PER_STATEMENT = 300
 
 
 # --- configuration ---------------------------------------------------------------------------
@@ -559,7 +561,33 @@ class _Buckets:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BUCKET_FIELDS))
 
 
-Ranges = dict[int, list[tuple[int, int]]]  # series id -> [lo, hi) bucket_ms ranges
+@dataclass(frozen=True)
+class Ranges:
+    """What to read: bucket_ms in [lo, hi) of series ``sid``, one range an entry, sorted by
+    (sid, lo); a series may have several."""
+
+    sid: I64
+    lo: I64
+    hi: I64
+
+    @classmethod
+    def everything(cls, series_id: I64) -> Ranges:
+        n = series_id.shape[0]
+        return cls(series_id, np.zeros(n, np.int64), np.full(n, TIME_LIMIT, np.int64))
+
+    def values(self, per_statement: int) -> Iterator[tuple[list[int], str]]:
+        """Per statement: its ranges' series ids and a VALUES list of (sid, lo, hi), never
+        splitting a series' ranges (integers only: they come from our own queries)."""
+        n = self.sid.shape[0]
+        at = 0
+        sid, lo, hi = self.sid.tolist(), self.lo.tolist(), self.hi.tolist()
+        while at < n:
+            end = min(at + per_statement, n)
+            while end < n and sid[end] == sid[end - 1]:
+                end += 1
+            text_ = ", ".join(map("({}, {}, {})".format, sid[at:end], lo[at:end], hi[at:end]))
+            yield sid[at:end], text_
+            at = end
 
 
 _BUCKET_FIELDS = ("sidx", "start", "end", "count", "mean", "m2", "min", "max", "last")
@@ -704,7 +732,7 @@ def _fetch_rollups(
     resolution_s: int,
     ranges: Ranges | None,
 ) -> _Buckets:
-    """The buckets of every series of the fleet (``ranges``: only bucket_ms in [lo, hi)).
+    """The buckets of every series of the fleet (``ranges``: only those).
 
     Reading millions of buckets is most of the work, so each backend gets its cheapest path:
     PostgreSQL packs each series into one binary string that numpy reads as is; SQLite (where
@@ -713,13 +741,13 @@ def _fetch_rollups(
     min = max = last = mean and m2 = 0).
     """
     raw: Any = session.connection().connection.dbapi_connection
-    ids = fleet.series_id.tolist()
-    if ranges is not None:
-        ids = [i for i in ids if ranges.get(i)]
     if session.get_bind().dialect.name == "postgresql":
-        parts = _fetch_postgres(raw, resolution_s, ids, ranges)
+        parts = _fetch_postgres(raw, resolution_s, ranges or Ranges.everything(fleet.series_id))
     else:
-        parts = _fetch_sqlite(raw, resolution_s, ids, ranges)
+        if ranges is None:  # training: a series a statement
+            parts = _fetch_sqlite(raw, resolution_s, Ranges.everything(fleet.series_id), 1)
+        else:
+            parts = _fetch_sqlite(raw, resolution_s, ranges, _SQLITE_RANGES_PER_STATEMENT)
     if not parts:
         return _empty_buckets()
     sid = np.concatenate([s for s, _ in parts])
@@ -746,59 +774,43 @@ def _fetch_rollups(
 _Part = tuple[I64, list[npt.NDArray[Any]]]
 
 
-def _fetch_postgres(
-    raw: Any, resolution_s: int, ids: Sequence[int], ranges: Ranges | None
-) -> list[_Part]:
-    """One row per series and range, its buckets packed into one bytea by an index scan (in
-    index order, which the caller checks: it sorts if need be)."""
+def _fetch_postgres(raw: Any, resolution_s: int, ranges: Ranges) -> list[_Part]:
+    """One row per range, its buckets packed into one bytea by an index scan (in index order,
+    which the caller checks: it sorts if need be); a statement's rows read as one array."""
     parts: list[_Part] = []
-    for chunk in chunks(ids, _IDS_PER_FETCH):
-        # Integers only are inlined; they come from our own queries.
-        values = ", ".join(
-            f"({int(s)}, {int(lo)}, {int(hi)})"
-            for s in chunk
-            for lo, hi in ([(0, TIME_LIMIT)] if ranges is None else ranges[s])
-        )
+    for sids, values in ranges.values(_PG_RANGES_PER_STATEMENT):
         sql = (
-            f"SELECT q.sid, (SELECT {_PG_PACK} FROM readings_rollup r WHERE r.series_id = q.sid"
+            f"SELECT (SELECT {_PG_PACK} FROM readings_rollup r WHERE r.series_id = q.sid"
             f" AND r.resolution_s = {int(resolution_s)} AND r.bucket_ms >= q.lo"
             f" AND r.bucket_ms < q.hi) FROM (VALUES {values}) AS q (sid, lo, hi)"
         )
         with raw.cursor(binary=True) as cursor:
             cursor.execute(sql)
-            rows = cursor.fetchall()
-        for series_id, packed in rows:
-            if not packed:
-                continue
-            records = np.frombuffer(packed, dtype=_PG_RECORD)
-            parts.append(
-                (
-                    np.full(records.shape[0], int(series_id), np.int64),
-                    [records["bucket_ms"].astype(np.int64), records["count"].astype(np.float64)]
-                    + [records[n].astype(np.float64) for n in ("mean", "m2", "min", "max", "last")],
-                )
+            packed = [row[0] or b"" for row in cursor.fetchall()]
+        sizes = np.fromiter(map(len, packed), np.int64, len(packed)) // _PG_RECORD.itemsize
+        if not sizes.sum():
+            continue
+        records = np.frombuffer(b"".join(packed), dtype=_PG_RECORD)
+        parts.append(
+            (
+                np.repeat(np.asarray(sids, dtype=np.int64), sizes),
+                [records["bucket_ms"].astype(np.int64), records["count"].astype(np.float64)]
+                + [records[n].astype(np.float64) for n in ("mean", "m2", "min", "max", "last")],
             )
+        )
     return parts
 
 
-def _fetch_sqlite(
-    raw: Any, resolution_s: int, ids: Sequence[int], ranges: Ranges | None
-) -> list[_Part]:
-    """Training: one statement per series (a year of buckets each). Scoring (``ranges``): one
-    statement for many series' few buckets each, so the cost is the rows, not the statements."""
+def _fetch_sqlite(raw: Any, resolution_s: int, ranges: Ranges, per_statement: int) -> list[_Part]:
+    """Training (every bucket): one statement per series (a year of buckets each). Scoring:
+    one statement for many series' few buckets each, so the cost is the rows, not the
+    statements."""
     span = resolution_s * 1000
     shift = _PACK_SHIFT[resolution_s]
-    per_statement = 1 if ranges is None else 200
     parts: list[_Part] = []
     cursor = raw.cursor()
     try:
-        for chunk in chunks(ids, per_statement):
-            # Integers only are inlined; they come from our own queries.
-            values = ", ".join(
-                f"({int(s)}, {int(lo)}, {int(hi)})"
-                for s in chunk
-                for lo, hi in ([(0, TIME_LIMIT)] if ranges is None else ranges[s])
-            )
+        for _sids, values in ranges.values(per_statement):
             source = (
                 f"WITH q (sid, lo, hi) AS (VALUES {values}) SELECT q.sid, {{}} FROM q"
                 " JOIN readings_rollup r ON r.series_id = q.sid"
@@ -962,35 +974,34 @@ def _ewma_states(
     """Running sums num_k = Σ_{j≤k} w_j x_j 2^(-(τ_k-τ_j)/h) and den_k (the same without x), per
     series; w_j = 1, or ``weight``.
 
-    Closed form within chunks of at most 500 half-lives (so 2^e stays finite), each chunk
-    starting from the previous one's decayed state; cumulative sums are sequential, so a value
-    depends only on the buckets up to it.
+    The recurrence num_k = num_(k-1) 2^(-(τ_k-τ_(k-1))/h) + w_k x_k (den alike), taken for the
+    k-th bucket of every series in one step (series sorted longest first, so the ones still
+    going are a prefix): as many steps as the longest series has buckets, whatever the number
+    of series (scoring: ten thousand series of some dozens of buckets). Each value is computed
+    from the buckets up to it only, by the same operations whatever follows.
     """
+    n = x.shape[0]
     num = np.empty_like(x)
     den = np.empty_like(x)
-    span = 500.0 * halflife_h
-    for s in range(first.shape[0] - 1):
-        a, b = int(first[s]), int(first[s + 1])
-        carry_num = carry_den = 0.0
-        carry_tau = 0.0
-        start = a
-        while start < b:
-            t0 = tau_h[start]
-            end = max(start + 1, int(np.searchsorted(tau_h[start:b], t0 + span)) + start)
-            e = (tau_h[start:end] - t0) / halflife_h
-            w = np.exp2(e)
-            if weight is not None:
-                w_x = w * weight[start:end]
-                sum_w = np.cumsum(w_x)
-                w_x *= x[start:end]
-            else:
-                sum_w = np.cumsum(w)
-                w_x = x[start:end] * w
-            decay = 2.0 ** (-(t0 - carry_tau) / halflife_h)
-            num[start:end] = (np.cumsum(w_x) + carry_num * decay) / w
-            den[start:end] = (sum_w + carry_den * decay) / w
-            carry_num, carry_den, carry_tau = num[end - 1], den[end - 1], tau_h[end - 1]
-            start = end
+    lengths = first[1:] - first[:-1]
+    if not n or not lengths.shape[0]:
+        return num, den
+    w = np.ones_like(x) if weight is None else np.asarray(weight, dtype=np.float64)
+    wx = w * x
+    decay = np.empty_like(x)
+    decay[0] = 0.0
+    np.exp2(-(tau_h[1:] - tau_h[:-1]) / halflife_h, out=decay[1:])
+    order = np.argsort(-lengths, kind="stable")
+    starts = first[:-1][order]
+    going = np.searchsorted(-lengths[order], -np.arange(int(lengths.max())), side="left")
+    head = starts[: going[0]]
+    num[head] = wx[head]
+    den[head] = w[head]
+    for p in range(1, going.shape[0]):
+        k = starts[: going[p]] + p
+        d = decay[k]
+        num[k] = num[k - 1] * d + wx[k]
+        den[k] = den[k - 1] * d + w[k]
     return num, den
 
 
@@ -1476,32 +1487,34 @@ def _origins(session: Session, fleet: _Fleet) -> I64:
 
 def _scoring_ranges(
     fleet: _Fleet, t_asset: I64, origin: I64, config: FeatureConfig
-) -> tuple[Ranges, Ranges, dict[int, int]]:
-    """Per series, what scoring reads: (1 h ranges, 1 d ranges, cut). With an hourly tail, the
-    1 h buckets from the cut (whole days) and the 1 d buckets of the baseline and the longest
-    window; without, both resolutions over the baseline days and the longest window."""
-    hourly: Ranges = {}
-    daily: Ranges = {}
-    cuts: dict[int, int] = {}
+) -> tuple[Ranges, Ranges, I64 | None]:
+    """Per series, what scoring reads: (1 h ranges, 1 d ranges, cut per series index, or None
+    without an hourly tail). With an hourly tail, the 1 h buckets from the cut (whole days)
+    and the 1 d buckets of the baseline and the longest window; without, both resolutions
+    over the baseline days and the longest window. Series of assets without data: none."""
     base_end = int((config.baseline_start_h + config.baseline_h) * HOUR_MS)
     window = config.max_window_h * HOUR_MS
     tail = config.hourly_tail_h
-    for sid, a in zip(fleet.series_id.tolist(), fleet.series_asset.tolist(), strict=True):
-        t, o = int(t_asset[a]), int(origin[a])
-        if t < 0 or o < 0:
-            continue
-        # Whole days, so that a day's 1 h and 1 d buckets are compared on the same points.
-        recent_lo = max(0, t - window) // DAY_MS * DAY_MS - DAY_MS
-        recent_hi = (t // DAY_MS + 1) * DAY_MS
-        base_hi = -(-(o + base_end) // DAY_MS) * DAY_MS + DAY_MS
-        days = [(o, recent_hi)] if base_hi >= recent_lo else [(o, base_hi), (recent_lo, recent_hi)]
-        daily[sid] = days
-        if tail is None:
-            hourly[sid] = days
-        else:
-            cuts[sid] = (t - tail * HOUR_MS) // DAY_MS * DAY_MS
-            hourly[sid] = [(max(cuts[sid], 0), recent_hi)]
-    return hourly, daily, cuts
+    t_all = t_asset[fleet.series_asset]
+    o_all = origin[fleet.series_asset]
+    ok = (t_all >= 0) & (o_all >= 0)
+    sid, t, o = fleet.series_id[ok], t_all[ok], o_all[ok]
+    # Whole days, so that a day's 1 h and 1 d buckets are compared on the same points.
+    recent_lo = np.maximum(t - window, 0) // DAY_MS * DAY_MS - DAY_MS
+    recent_hi = (t // DAY_MS + 1) * DAY_MS
+    base_hi = -(-(o + base_end) // DAY_MS) * DAY_MS + DAY_MS
+    apart = base_hi < recent_lo  # two ranges: the baseline's days and the window's
+    d_sid = np.concatenate([sid, sid[apart]])
+    d_lo = np.concatenate([o, recent_lo[apart]])
+    d_hi = np.concatenate([np.where(apart, base_hi, recent_hi), recent_hi[apart]])
+    order = np.lexsort((d_lo, d_sid))
+    daily = Ranges(d_sid[order], d_lo[order], d_hi[order])
+    if tail is None:
+        return daily, daily, None
+    cut_ok = (t - tail * HOUR_MS) // DAY_MS * DAY_MS
+    cut = np.full(fleet.series_id.shape[0], TIME_LIMIT - 1, dtype=np.int64)
+    cut[ok] = cut_ok
+    return Ranges(sid, np.maximum(cut_ok, 0), recent_hi), daily, cut
 
 
 def build_dataset(
@@ -1547,15 +1560,12 @@ def _build(
     if scoring:
         t_asset = latest.copy() if fixed_t is None else np.full(n_assets, fixed_t, np.int64)
         origin = _origins(session, fleet)
-        hourly_ranges, daily_ranges, cuts = _scoring_ranges(fleet, t_asset, origin, config)
+        hourly_ranges, daily_ranges, cut = _scoring_ranges(fleet, t_asset, origin, config)
         hourly = _ensure_sorted(_fetch_rollups(session, fleet, 3600, hourly_ranges))
         daily = _ensure_sorted(_fetch_rollups(session, fleet, 86400, daily_ranges))
         stand_ins = daily
-        if cuts and len(daily):
+        if cut is not None and len(daily):
             # Only the days the 1 h ranges cover can stand in for missing 1 h buckets.
-            cut = np.full(fleet.series_id.shape[0], TIME_LIMIT - 1, dtype=np.int64)
-            at = np.searchsorted(fleet.series_id, np.array(list(cuts), dtype=np.int64))
-            cut[at] = np.array(list(cuts.values()), dtype=np.int64)
             stand_ins = daily.take(np.flatnonzero(daily.start >= cut[daily.sidx]))
     else:
         hourly = _ensure_sorted(_fetch_rollups(session, fleet, 3600, None))
