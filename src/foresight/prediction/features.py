@@ -85,7 +85,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import BindParameter, bindparam, select, text
+from sqlalchemy import BindParameter, String, bindparam, select, text, type_coerce
 from sqlalchemy.orm import Session
 
 from foresight.kit.db import Database, chunks
@@ -604,9 +604,14 @@ _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _FLEET_ASSETS = select(
     Asset.id, Asset.tag, Asset.type, Asset.criticality, Asset.install_date
 ).where(Asset.tenant_id == bindparam("tenant"))
-_FLEET_SENSORS = select(Sensor.asset_id, Sensor.key, Sensor.unit, Sensor.series_id).where(
-    Sensor.tenant_id == bindparam("tenant")
-)
+# The sensors' asset ids as the driver returns them (SQLite: hex text), matched against both
+# spellings of the assets' ids: one UUID made a sensor is most of reading ten thousand.
+_FLEET_SENSORS = select(
+    type_coerce(Sensor.asset_id, String).label("asset_id"),
+    Sensor.key,
+    Sensor.unit,
+    Sensor.series_id,
+).where(Sensor.tenant_id == bindparam("tenant"))
 _FLEET_STATEMENTS = {
     (by_id, by_key): (
         _FLEET_ASSETS.where(Asset.id.in_(_IDS)) if by_id else _FLEET_ASSETS,
@@ -634,7 +639,7 @@ _ANOMALY_EVENTS = (
     select(AnomalyScore.asset_id, AnomalyScore.minute_ms)
     .where(
         AnomalyScore.asset_id.in_(_IDS),
-        AnomalyScore.flag.is_(True),
+        AnomalyScore.flag == True,  # noqa: E712 (``flag = 1``: the flagged index's predicate)
         AnomalyScore.minute_ms >= bindparam("since"),
     )
     .distinct()
@@ -667,7 +672,8 @@ def _load_fleet(
             asset_rows += conn.execute(asset_stmt, {**params, "ids": list(chunk)}).all()
             sensor_rows += conn.execute(sensor_stmt, {**params, "ids": list(chunk)}).all()
     asset_rows.sort(key=lambda r: (r.tag, str(r.id)))
-    index = {row.id: i for i, row in enumerate(asset_rows)}
+    index: dict[Any, int] = {row.id: i for i, row in enumerate(asset_rows)}
+    index.update((row.id.hex, i) for i, row in enumerate(asset_rows))
     keys = (
         list(sensor_keys)
         if sensor_keys is not None
@@ -1353,7 +1359,7 @@ def _scoring_counts(
         sql = (
             f"WITH q (aid, t) AS (VALUES {values}) SELECT m.asset_id, {sums} FROM"
             " (SELECT DISTINCT a.asset_id, a.minute_ms, q.t FROM q JOIN anomaly_scores a"
-            " ON a.asset_id = q.aid AND a.flag"
+            f" ON a.asset_id = q.aid AND {'a.flag' if postgres else 'a.flag = 1'}"
             f" AND a.minute_ms > q.t - {minute_w[-1] * HOUR_MS + 60_000}"
             " AND a.minute_ms <= q.t - 60000) m GROUP BY m.asset_id"
         )
