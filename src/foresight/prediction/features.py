@@ -992,22 +992,20 @@ def _ewma_states(
     lengths = first[1:] - first[:-1]
     if not n or not lengths.shape[0]:
         return num, den
-    w = np.ones_like(x) if weight is None else np.asarray(weight, dtype=np.float64)
-    wx = w * x
-    decay = np.empty_like(x)
-    decay[0] = 0.0
-    np.exp2(-(tau_h[1:] - tau_h[:-1]) / halflife_h, out=decay[1:])
+    # No per-bucket temporaries but w x where weighted (a year of hours for a fleet is big).
+    w = None if weight is None else np.asarray(weight, dtype=np.float64)
+    wx = x if w is None else w * x
     order = np.argsort(-lengths, kind="stable")
     starts = first[:-1][order]
     going = np.searchsorted(-lengths[order], -np.arange(int(lengths.max())), side="left")
     head = starts[: going[0]]
     num[head] = wx[head]
-    den[head] = w[head]
+    den[head] = 1.0 if w is None else w[head]
     for p in range(1, going.shape[0]):
         k = starts[: going[p]] + p
-        d = decay[k]
+        d = np.exp2((tau_h[k - 1] - tau_h[k]) / halflife_h)
         num[k] = num[k - 1] * d + wx[k]
-        den[k] = den[k - 1] * d + w[k]
+        den[k] = den[k - 1] * d + (1.0 if w is None else w[k])
     return num, den
 
 
