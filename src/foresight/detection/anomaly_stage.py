@@ -74,6 +74,8 @@ class AnomalyStage:
         self.assets: dict[uuid.UUID, AssetState] = {}
         self.asset_series: dict[uuid.UUID, dict[str, int]] = {}
         self.pending: dict[tuple[uuid.UUID, str], _Pending] = {}
+        # Per (asset, detector): the newest minute given out and its best score so far.
+        self.given: dict[tuple[uuid.UUID, str], tuple[int, float]] = {}
         self._settings: dict[uuid.UUID, tuple[bool, float, float]] = {}
         # Per asset detector, thresholds raised by false-alarm verdicts (detection.tuning).
         self.tuning = Tuning()
@@ -198,7 +200,27 @@ class AnomalyStage:
             for row in self._multivariate(asset_state, w):
                 rows.append(row)
                 actions += self._sustain(asset_state, w.asset, row)
-        return rows, actions
+        return self.news(rows), actions
+
+    def news(self, rows: list[MinuteScore]) -> list[MinuteScore]:
+        """The rows that change what is stored: a minute's score is kept at its largest (the
+        upsert ignores lower ones), so a row of the newest minute given out that does not
+        beat that minute's best is left out. Live, a minute's running maximum rises a few
+        times in the dozens of batches it spans: most batches then store nothing and need no
+        transaction. Older minutes (history replayed out of order) always go through."""
+        out: list[MinuteScore] = []
+        given = self.given
+        for row in rows:
+            key = (row.asset_id, row.detector)
+            seen = given.get(key)
+            if seen is not None and row.minute_ms == seen[0]:
+                if row.score <= seen[1]:
+                    continue
+                given[key] = (row.minute_ms, row.score)
+            elif seen is None or row.minute_ms > seen[0]:
+                given[key] = (row.minute_ms, row.score)
+            out.append(row)
+        return out
 
     def _multivariate(self, state: AssetState, w: _AssetWork) -> list[MinuteScore]:
         rows = []
