@@ -6,6 +6,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+import pytest
+
 from foresight.ingest.batch import Batch
 from foresight.ingest.nats_bus import NatsBus, Worker
 from foresight.ingest.partitions import partition_of
@@ -73,6 +75,38 @@ def test_leases_are_shared_out_and_handed_over(
             assert not set(a.held) & set(b.held)
         # B stopped: it let go of its leases at once, and A takes them back.
         until(lambda: len(a.held) == PARTITIONS, timeout_s=10, what="A to take B's partitions")
+
+
+def test_a_round_failing_after_its_claims_neither_strands_nor_blocks_them(
+    db: Database,
+    names: tuple[str, str],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """NATS slow under load: A's first claim round fails after taking every lease, before any
+    consumer started. A still reads them (each held partition gets its consumer) and, when B
+    comes, gives up its share instead of failing every round from then on."""
+    from foresight.ingest import partitions
+
+    a, b = worker(db, names), worker(db, names)
+    original = partitions.Leases.claim
+    failed: list[list[int]] = []
+
+    async def claim_then_fail(self: partitions.Leases, want: int) -> list[int]:
+        claimed = await original(self, want)
+        if claimed and not failed and self.worker_id == a.worker_id:
+            failed.append(claimed)
+            raise RuntimeError("timeout: the round fails after its claims")
+        return claimed
+
+    monkeypatch.setattr(partitions.Leases, "claim", claim_then_fail)
+    with WorkerThread(a):
+        until(lambda: bool(failed) and len(a.held) == PARTITIONS, what="A to hold every lease")
+        assert len(failed[0]) == PARTITIONS
+        with WorkerThread(b):
+            until(
+                lambda: len(a.held) == len(b.held) == PARTITIONS // 2,
+                what=f"an even split after the failed round (A {a.held}, B {b.held})",
+            )
 
 
 def test_each_asset_is_persisted_by_one_worker_only(

@@ -321,19 +321,61 @@ class Worker:
         held: Leases,
         consumers: dict[int, tuple[asyncio.Event, asyncio.Task[None]]],
     ) -> None:
-        """One lease round: announce, renew, give up the surplus, claim up to a fair share."""
+        """One lease round: announce, renew, give up the surplus, claim up to a fair share.
+
+        A round can fail anywhere (NATS slow or away): every partition held without a consumer
+        (one claimed by a round that failed before starting it) gets one at the end of each
+        round, so no lease is ever held without being read, nor given up without a consumer
+        to stop."""
+        try:
+            await self._rebalance(js, held, consumers)
+        finally:
+            for partition in list(held.held):
+                if partition not in consumers and partition not in self._leaving:
+                    self._start_consumer(js, partition, consumers)
+
+    def _start_consumer(
+        self,
+        js: Any,
+        partition: int,
+        consumers: dict[int, tuple[asyncio.Event, asyncio.Task[None]]],
+    ) -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            self._consume(
+                js,
+                f"{self.subject_prefix}.*.{partition}",
+                f"{DURABLE}-p{partition}",
+                stop,
+                take_over=True,
+            )
+        )
+        consumers[partition] = (stop, task)
+
+    async def _rebalance(
+        self,
+        js: Any,
+        held: Leases,
+        consumers: dict[int, tuple[asyncio.Event, asyncio.Task[None]]],
+    ) -> None:
         await held.announce()
         changed = False
         for partition in await held.renew():
             log.warning("nats_partition_lost", partition=partition, worker=self.worker_id)
-            _stop, task = consumers.pop(partition)
-            task.cancel()  # its unacknowledged messages go to the next holder
+            lost = consumers.pop(partition, None)
+            if lost is not None:
+                lost[1].cancel()  # its unacknowledged messages go to the next holder
             changed = True
         want = held.fair_share(await held.members())
         for partition in held.surplus(want, self._leaving):
+            entry = consumers.pop(partition, None)
+            if entry is None:  # held, never read: nothing to hand over
+                await held.release(partition)
+                changed = True
+                continue
             # Handed over once its fetch in hand is persisted and acknowledged; its lease is
             # renewed until then, so nobody else reads past it.
-            stop, task = consumers.pop(partition)
+            stop, task = entry
             stop.set()
             self._leaving.add(partition)
             asyncio.create_task(self._hand_over(held, partition, task))
@@ -343,17 +385,7 @@ class Worker:
         if self._leaving:
             return  # settle the handovers before claiming more
         for partition in await held.claim(want):
-            stop = asyncio.Event()
-            task = asyncio.create_task(
-                self._consume(
-                    js,
-                    f"{self.subject_prefix}.*.{partition}",
-                    f"{DURABLE}-p{partition}",
-                    stop,
-                    take_over=True,
-                )
-            )
-            consumers[partition] = (stop, task)
+            self._start_consumer(js, partition, consumers)
         for partition, (_stop, task) in list(consumers.items()):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("nats_partition_consumer_failed", partition=partition,
