@@ -747,13 +747,13 @@ def _fetch_rollups(
     min = max = last = mean and m2 = 0).
     """
     raw: Any = session.connection().connection.dbapi_connection
+    sqlite_per_statement = _SQLITE_RANGES_PER_STATEMENT
+    if ranges is None:  # training: every bucket, on SQLite a series a statement
+        ranges, sqlite_per_statement = Ranges.everything(fleet.series_id), 1
     if session.get_bind().dialect.name == "postgresql":
-        parts = _fetch_postgres(raw, resolution_s, ranges or Ranges.everything(fleet.series_id))
+        parts = _fetch_postgres(raw, resolution_s, ranges)
     else:
-        if ranges is None:  # training: a series a statement
-            parts = _fetch_sqlite(raw, resolution_s, Ranges.everything(fleet.series_id), 1)
-        else:
-            parts = _fetch_sqlite(raw, resolution_s, ranges, _SQLITE_RANGES_PER_STATEMENT)
+        parts = _fetch_sqlite(raw, resolution_s, ranges, sqlite_per_statement)
     if not parts:
         return _empty_buckets()
     sid = np.concatenate([s for s, _ in parts])
