@@ -81,3 +81,28 @@ def test_shortcut_and_point_by_point_open_and_resolve_the_same_alerts(
     assert summary(fast) == summary(slow)
     assert len(summary(slow)) >= 10  # the walk did open and resolve alerts
     assert used["fast"] >= 5  # and the shortcut was taken
+
+
+def test_quiet_band_is_exactly_the_values_that_do_not_trigger() -> None:
+    """The band the shortcut compares a batch's lowest and highest value with holds a value
+    if and only if the condition does not trigger on it, boundaries included."""
+    import math
+
+    import numpy as np
+
+    from foresight.detection.engine import _quiet_band
+    from foresight.detection.rules import condition_from_json
+
+    cases = [{"sensor": "t", "op": op, "threshold": 80.0} for op in (">", ">=", "<", "<=")] + [
+        {"sensor": "t", "op": "outside", "min": 10.0, "max": 90.0}
+    ]
+    for raw in cases:
+        condition = condition_from_json(raw)
+        lo, hi = _quiet_band(condition)
+        probes = []
+        for edge in (10.0, 80.0, 90.0):
+            probes += [edge, math.nextafter(edge, -math.inf), math.nextafter(edge, math.inf)]
+        x = np.array([*probes, -1e300, 1e300])
+        triggers = condition.triggers(x)
+        inside = (x >= lo) & (x <= hi)
+        assert (inside == ~triggers).all(), (raw, x[inside == triggers])

@@ -483,16 +483,28 @@ def add_minute_means(
     """Fold one sensor's per-minute means in; returns the minutes that closed (complete)."""
     closed: list[int] = []
     for minute, mean, count in zip(minutes.tolist(), means.tolist(), counts.tolist(), strict=True):
-        if state.minute is None:
-            state.minute = minute
-        if minute < state.minute:
-            continue  # older than the open minute: already scored
-        if minute > state.minute:
-            closed.append(state.minute)
-            _close(state)
-            state.minute = minute
-        total, n = state.sums.get(sensor, (0.0, 0))
-        state.sums[sensor] = (total + mean * count, n + count)
+        done = add_minute_mean(state, sensor, minute, mean, count)
+        if done is not None:
+            closed.append(done)
+    return closed
+
+
+def add_minute_mean(
+    state: AssetState, sensor: str, minute: int, mean: float, count: int
+) -> int | None:
+    """Fold one sensor's mean over ``count`` points of ``minute`` in; returns the minute this
+    closed (complete: a later one began), if any."""
+    if state.minute is None:
+        state.minute = minute
+    if minute < state.minute:
+        return None  # older than the open minute: already scored
+    closed = None
+    if minute > state.minute:
+        closed = state.minute
+        _close(state)
+        state.minute = minute
+    total, n = state.sums.get(sensor, (0.0, 0))
+    state.sums[sensor] = (total + mean * count, n + count)
     return closed
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from foresight.detection.anomaly import (
     AssetState,
     MinuteScore,
     SeriesBank,
-    add_minute_means,
+    add_minute_mean,
     score_vector,
     sensitivity_factor,
 )
@@ -59,18 +60,27 @@ class Segment:
 
 
 @dataclass
-class _AssetWork:
+class _Slot:
+    """A series as the stage knows it: its asset (as last given), bank row and asset key."""
+
     asset: AssetInfo
-    factor: float
-    sensor_minutes: dict[int, list[tuple[float, str, str]]] = field(default_factory=dict)
-    means: list[tuple[int, str, float, int]] = field(default_factory=list)
+    sensor: str
+    row: int
+    akey: int
+
+
+# Each kind's place in alphabetical order (ties between sensors of equal score).
+_KIND_RANK = np.argsort(np.argsort(np.array(KINDS)))
 
 
 class AnomalyStage:
     def __init__(self, config: AnomalyConfig | None = None) -> None:
         self.config = config or AnomalyConfig()
         self.bank = SeriesBank(self.config)
-        self.last_ts: dict[int, int] = {}
+        # Per bank row: the time of the series' last scored point (-1: none yet).
+        self._last_ts = np.full(256, -1, dtype=np.int64)
+        self._slots: dict[int, _Slot] = {}
+        self._akeys: dict[uuid.UUID, int] = {}
         self.assets: dict[uuid.UUID, AssetState] = {}
         self.asset_series: dict[uuid.UUID, dict[str, int]] = {}
         self.pending: dict[tuple[uuid.UUID, str], _Pending] = {}
@@ -109,98 +119,159 @@ class AnomalyStage:
     def process(
         self, session: Session, segments: list[Segment]
     ) -> tuple[list[MinuteScore], list[alerts.Trigger | alerts.Clear]]:
-        work: dict[uuid.UUID, _AssetWork] = {}
-        kept: list[tuple[Segment, _AssetWork, I64, F64]] = []
-        last_ts = self.last_ts
-        for seg in segments:
-            asset = seg.asset
-            w = work.get(asset.id)
-            if w is None:
-                enabled, factor = self._tenant(session, asset.tenant_id)
-                if not enabled:
-                    continue
-                own = sensitivity_factor(asset.metadata.get("anomaly_sensitivity", None))
-                w = work[asset.id] = _AssetWork(asset, factor * own)
-            ts, value = seg.ts, seg.value
-            last = last_ts.get(seg.series_id, -1)
-            if int(ts[0]) <= last:  # late points (a series is in time order): not scored
-                keep = int(np.searchsorted(ts, last, side="right"))
-                ts, value = ts[keep:], value[keep:]
-                if not ts.shape[0]:
-                    continue
-            last_ts[seg.series_id] = int(ts[-1])
-            series = self.asset_series.get(asset.id)
-            if series is None:
-                series = self.asset_series[asset.id] = {}
-            series[seg.sensor] = seg.series_id
-            kept.append((seg, w, ts, value))
-        if not kept:
+        """One batch given series by series: see :meth:`process_columns`."""
+        if not segments:
             return [], []
-        # Every series of the batch scored together (one set of vector operations per round).
-        sizes = np.fromiter((ts.shape[0] for _, _, ts, _ in kept), np.int64, len(kept))
-        bank_rows = np.repeat(
-            np.fromiter((self.bank.row(seg.series_id) for seg, _, _, _ in kept), np.int64),
-            sizes,
+        sizes = np.fromiter((s.ts.shape[0] for s in segments), np.int64, len(segments))
+        ends = np.cumsum(sizes)
+        return self.process_columns(
+            session,
+            np.concatenate([s.ts for s in segments]).astype(np.int64, copy=False),
+            np.concatenate([s.value for s in segments]).astype(np.float64, copy=False),
+            ends - sizes,
+            ends,
+            [(s.series_id, s.asset, s.sensor) for s in segments],
         )
-        all_ts = np.concatenate([ts for _, _, ts, _ in kept])
-        all_values = np.concatenate([v for _, _, _, v in kept])
-        all_scores, all_kinds = self.bank.score(bank_rows, all_ts, all_values)
-        tuned = self.tuning.factor
-        factors = (w.factor * tuned(w.asset.id, "sensor", seg.sensor) for seg, w, _, _ in kept)
-        all_scores = all_scores * np.repeat(np.fromiter(factors, np.float64, len(kept)), sizes)
-        # Per series: best score (its first point), kind and mean, for those within one minute
-        # (the usual live case) at once; the others minute by minute below.
-        firsts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+
+    def _slot(self, series_id: int, asset: AssetInfo, sensor: str) -> _Slot:
+        akey = self._akeys.get(asset.id)
+        if akey is None:
+            akey = self._akeys[asset.id] = len(self._akeys)
+        row = self.bank.row(series_id)
+        if row >= self._last_ts.shape[0]:
+            grown = np.full(max(2 * self._last_ts.shape[0], row + 1), -1, dtype=np.int64)
+            grown[: self._last_ts.shape[0]] = self._last_ts
+            self._last_ts = grown
+        self.asset_series.setdefault(asset.id, {})[sensor] = series_id
+        slot = self._slots[series_id] = _Slot(asset, sensor, row, akey)
+        return slot
+
+    def process_columns(
+        self,
+        session: Session,
+        ts: I64,
+        value: F64,
+        starts: I64,
+        ends: I64,
+        series: Sequence[tuple[int, AssetInfo, str]],
+    ) -> tuple[list[MinuteScore], list[alerts.Trigger | alerts.Clear]]:
+        """Score a batch: the new points of series k, ``series[k]`` = (series id, asset, sensor
+        key), are ``ts[starts[k]:ends[k]]`` (in time order), one entry per series. Work per
+        series and per point is array work; Python loops run per asset and per asset-minute."""
+        if not len(series) or not ts.shape[0]:
+            return [], []
+        rows_l: list[int] = []
+        akeys_l: list[int] = []
+        slots = self._slots
+        for series_id, asset, sensor in series:
+            slot = slots.get(series_id)
+            if slot is None or slot.asset is not asset or slot.sensor != sensor:
+                slot = self._slot(series_id, asset, sensor)
+            rows_l.append(slot.row)
+            akeys_l.append(slot.akey)
+        rows = np.array(rows_l, dtype=np.int64)
+        starts = np.array(starts, dtype=np.int64)  # a copy: late points are cut off below
+        ends = np.asarray(ends, dtype=np.int64)
+        # Per asset (the first of its series stands for it): the tenant's switch and the
+        # sensitivity, the tenant's times the asset's own.
+        akeys, first_k = np.unique(np.array(akeys_l, dtype=np.int64), return_index=True)
+        a_idx = np.searchsorted(akeys, np.array(akeys_l, dtype=np.int64))
+        infos = [series[k][1] for k in first_k.tolist()]
+        on = np.zeros(akeys.shape[0], dtype=bool)
+        asset_factor = np.zeros(akeys.shape[0])
+        for i, asset in enumerate(infos):
+            enabled, factor = self._tenant(session, asset.tenant_id)
+            on[i] = enabled
+            own = sensitivity_factor(asset.metadata.get("anomaly_sensitivity", None))
+            asset_factor[i] = factor * own
+        keep = on[a_idx] & (ends > starts)
+        # Late points (not after the series' last scored point): stored, not scored.
+        last = self._last_ts[rows]
+        late = keep & (ts[np.minimum(starts, ts.shape[0] - 1)] <= last)
+        for k in np.flatnonzero(late).tolist():
+            s, e = int(starts[k]), int(ends[k])
+            starts[k] = s + int(np.searchsorted(ts[s:e], last[k], side="right"))
+        keep &= ends > starts
+        kept = np.flatnonzero(keep)
+        if not kept.shape[0]:
+            return [], []
+        rows_k, s_k, e_k, a_k = rows[kept], starts[kept], ends[kept], a_idx[kept]
+        self._last_ts[rows_k] = ts[e_k - 1]
+        sizes = e_k - s_k
+        firsts = np.cumsum(sizes) - sizes
+        total = int(sizes.sum())
+        take = np.arange(total) - np.repeat(firsts - s_k, sizes)
+        all_ts, all_values = ts[take], value[take]
+        # Every series of the batch scored together (one set of vector operations per round).
+        all_scores, all_kinds = self.bank.score(np.repeat(rows_k, sizes), all_ts, all_values)
+        seg_factor = asset_factor[a_k]
+        if self.tuning.scales:
+            tuned = self.tuning.factor
+            seg_factor = seg_factor * np.array(
+                [tuned(series[k][1].id, "sensor", series[k][2]) for k in kept.tolist()]
+            )
+        all_scores = all_scores * np.repeat(seg_factor, sizes)
+        # Per series and minute: the best score (its first point), its kind, the mean.
         minutes = all_ts - all_ts % MINUTE_MS
-        one_minute = (minutes[firsts] == minutes[firsts + sizes - 1]).tolist()
-        best = np.maximum.reduceat(all_scores, firsts)
-        index = np.arange(all_scores.shape[0])
-        at_best = np.where(all_scores == np.repeat(best, sizes), index, 1 << 60)
-        kind_at = all_kinds[np.minimum.reduceat(at_best, firsts)].tolist()
-        means = (np.add.reduceat(all_values, firsts) / sizes).tolist()
-        best_list, minute_list, size_list = best.tolist(), minutes[firsts].tolist(), sizes.tolist()
-        offsets = firsts.tolist()
-        for k, (seg, w, _ts, value) in enumerate(kept):
-            if one_minute[k]:
-                m = minute_list[k]
-                found = w.sensor_minutes.get(m)
-                if found is None:
-                    found = w.sensor_minutes[m] = []
-                found.append((best_list[k], seg.sensor, KINDS[kind_at[k]]))
-                w.means.append((m, seg.sensor, means[k], size_list[k]))
-                continue
-            size, offset = size_list[k], offsets[k]
-            scores = all_scores[offset : offset + size]
-            kinds = all_kinds[offset : offset + size]
-            minute = minutes[offset : offset + size]
-            starts = np.flatnonzero(np.concatenate(([True], minute[1:] != minute[:-1])))
-            ends = np.append(starts[1:], minute.shape[0])
-            top = np.maximum.reduceat(scores, starts)
-            counts = ends - starts
-            at_top = np.where(scores == np.repeat(top, counts), np.arange(size), 1 << 60)
-            first = np.minimum.reduceat(at_top, starts)
-            minute_means = np.add.reduceat(value, starts) / counts
-            for i, m in enumerate(minute[starts].tolist()):
-                kind = KINDS[int(kinds[first[i]])]
-                w.sensor_minutes.setdefault(m, []).append((float(top[i]), seg.sensor, kind))
-                w.means.append((m, seg.sensor, float(minute_means[i]), int(counts[i])))
-        rows: list[MinuteScore] = []
+        seg_of = np.repeat(np.arange(kept.shape[0]), sizes)
+        g_start = _run_starts(seg_of, minutes)
+        g_count = np.diff(np.append(g_start, total))
+        g_seg, g_minute = seg_of[g_start], minutes[g_start]
+        g_top = np.maximum.reduceat(all_scores, g_start)
+        at_top = np.where(all_scores == np.repeat(g_top, g_count), np.arange(total), 1 << 60)
+        g_kind = all_kinds[np.minimum.reduceat(at_top, g_start)]
+        g_mean = np.add.reduceat(all_values, g_start) / g_count
+        g_asset = a_k[g_seg]
+        names = [series[k][2] for k in kept.tolist()]
+        sensor_names, sensor_rank = np.unique(np.array(names, dtype=np.str_), return_inverse=True)
+        g_sensor = sensor_rank.reshape(-1)[g_seg]
+        rows_out: list[MinuteScore] = []
         actions: list[alerts.Trigger | alerts.Clear] = []
-        for asset_id, w in work.items():
-            asset_state = self.assets.setdefault(asset_id, AssetState())
-            for m in sorted(w.sensor_minutes):
-                found = sorted(w.sensor_minutes[m], reverse=True)
-                score, top_sensor, kind = found[0]
-                flagged = [s for sc, s, _ in found if sc >= 1.0][:3] or [top_sensor]
-                row = MinuteScore(
-                    asset_id, w.asset.tenant_id, "sensor", m, score, kind, tuple(flagged)
+        # The asset's minute score: its best sensor's (ties: as a reverse sort of (score,
+        # sensor, kind) orders them), naming up to three flagged sensors.
+        order = np.lexsort((-_KIND_RANK[g_kind], -g_sensor, -g_top, g_minute, g_asset))
+        o_asset, o_minute = g_asset[order], g_minute[order]
+        bounds = _run_starts(o_asset, o_minute)
+        n_flagged = np.add.reduceat((g_top[order] >= 1.0).astype(np.int64), bounds)
+        # The sensors' minute means for the multivariate detector, by (asset, minute, sensor).
+        by_minute = np.lexsort((g_sensor, g_minute, g_asset))
+        m_asset = g_asset[by_minute]
+        m_bounds = np.searchsorted(m_asset, np.arange(akeys.shape[0] + 1))
+        b_asset = o_asset[bounds]
+        a_bounds = np.searchsorted(b_asset, np.arange(akeys.shape[0] + 1))
+        top_l = order[bounds].tolist()
+        score_l, minute_l = g_top.tolist(), g_minute.tolist()
+        kind_l, sensor_l = g_kind.tolist(), g_sensor.tolist()
+        mean_l, count_l = g_mean.tolist(), g_count.tolist()
+        order_l, bounds_l, flagged_l = order.tolist(), bounds.tolist(), n_flagged.tolist()
+        by_minute_l = by_minute.tolist()
+        sensor_name = sensor_names.tolist()
+        for i in np.unique(a_k).tolist():
+            asset = infos[i]
+            asset_state = self.assets.setdefault(asset.id, AssetState())
+            for b in range(int(a_bounds[i]), int(a_bounds[i + 1])):
+                g = top_l[b]
+                top_sensor = sensor_name[sensor_l[g]]
+                n_flag = min(flagged_l[b], 3)
+                flagged = (
+                    tuple(sensor_name[sensor_l[order_l[bounds_l[b] + j]]] for j in range(n_flag))
+                    if n_flag
+                    else (top_sensor,)
                 )
-                rows.append(row)
-                actions += self._sustain(asset_state, w.asset, row)
-            for row in self._multivariate(asset_state, w):
-                rows.append(row)
-                actions += self._sustain(asset_state, w.asset, row)
-        return self.news(rows), actions
+                row = MinuteScore(
+                    asset.id, asset.tenant_id, "sensor", minute_l[g], score_l[g],
+                    KINDS[kind_l[g]], flagged,
+                )  # fmt: skip
+                rows_out.append(row)
+                actions += self._sustain(asset_state, asset, row)
+            means = [
+                (minute_l[g], sensor_name[sensor_l[g]], mean_l[g], count_l[g])
+                for g in by_minute_l[int(m_bounds[i]) : int(m_bounds[i + 1])]
+            ]
+            for row in self._multivariate(asset_state, asset, float(asset_factor[i]), means):
+                rows_out.append(row)
+                actions += self._sustain(asset_state, asset, row)
+        return self.news(rows_out), actions
 
     def news(self, rows: list[MinuteScore]) -> list[MinuteScore]:
         """The rows that change what is stored: a minute's score is kept at its largest (the
@@ -222,14 +293,20 @@ class AnomalyStage:
             out.append(row)
         return out
 
-    def _multivariate(self, state: AssetState, w: _AssetWork) -> list[MinuteScore]:
+    def _multivariate(
+        self,
+        state: AssetState,
+        asset: AssetInfo,
+        factor: float,
+        means: list[tuple[int, str, float, int]],
+    ) -> list[MinuteScore]:
+        """Fold the sensors' minute means (in (minute, sensor) order) into the asset's state
+        and score each minute that closed."""
         rows = []
-        series_of = self.asset_series.get(w.asset.id, {})
-        for m, sensor, mean, count in sorted(w.means):
-            closed = add_minute_means(
-                state, sensor, np.array([m]), np.array([mean]), np.array([count])
-            )
-            for minute in closed:
+        series_of = self.asset_series.get(asset.id, {})
+        for m, sensor, mean, count in means:
+            minute = add_minute_mean(state, sensor, m, mean, count)
+            if minute is not None:
                 vector = {}
                 bank = self.bank
                 for key, last in state.last.items():
@@ -237,11 +314,11 @@ class AnomalyStage:
                     if row is not None and bank.seen[row] >= self.config.warmup:
                         vector[key] = (last - bank.median[row]) / bank.sigma[row]
                 score, drivers = score_vector(state, vector, self.config)
-                score *= w.factor * self.tuning.factor(w.asset.id, "multivariate")
+                score *= factor * self.tuning.factor(asset.id, "multivariate")
                 rows.append(
                     MinuteScore(
-                        w.asset.id,
-                        w.asset.tenant_id,
+                        asset.id,
+                        asset.tenant_id,
                         "multivariate",
                         minute,
                         score,
@@ -313,6 +390,15 @@ class AnomalyStage:
                 )  # fmt: skip
             ]
         return []
+
+
+def _run_starts(*keys: I64) -> I64:
+    """Where a run of equal (key, key, …) begins, over arrays sorted by them."""
+    change = np.zeros(keys[0].shape[0], dtype=bool)
+    change[0:1] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
 
 
 def store_scores(session: Session, rows: list[MinuteScore]) -> None:

@@ -16,6 +16,7 @@ the first time a series is seen.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session
 from foresight.detection import alerts
 from foresight.detection import service as rules_service
 from foresight.detection.anomaly import MinuteScore
-from foresight.detection.anomaly_stage import AnomalyStage, Segment, store_scores
+from foresight.detection.anomaly_stage import AnomalyStage, store_scores
 from foresight.detection.rules import (
     COMPARISONS,
     AssetInfo,
@@ -62,16 +63,55 @@ class _SeriesMeta:
     gauge: bool = True
 
 
-@dataclass
 class _Tail:
-    """The last points of a series that its windows and rates still need."""
+    """The last points of a series that its windows and rates still need (a tail of one
+    point, the common case, makes its arrays only when they are read)."""
 
-    ts: np.ndarray[Any, np.dtype[np.int64]]
-    value: np.ndarray[Any, np.dtype[np.float64]]
+    __slots__ = ("_ts", "_value", "_last_value", "last_ts")
+
+    def __init__(
+        self, ts: np.ndarray[Any, np.dtype[np.int64]], value: np.ndarray[Any, np.dtype[np.float64]]
+    ) -> None:
+        self._ts: np.ndarray[Any, np.dtype[np.int64]] | None = ts
+        self._value: np.ndarray[Any, np.dtype[np.float64]] | None = value
+        self._last_value = float(value[-1]) if value.shape[0] else float("nan")
+        self.last_ts = int(ts[-1]) if ts.shape[0] else -1
+
+    @classmethod
+    def point(cls, ts: int, value: float) -> _Tail:
+        tail = cls.__new__(cls)
+        tail._ts = tail._value = None
+        tail.last_ts, tail._last_value = ts, value
+        return tail
 
     @property
-    def last_ts(self) -> int:
-        return int(self.ts[-1]) if self.ts.shape[0] else -1
+    def ts(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        if self._ts is None:
+            self._ts = np.array([self.last_ts], dtype=np.int64)
+        return self._ts
+
+    @property
+    def value(self) -> np.ndarray[Any, np.dtype[np.float64]]:
+        if self._value is None:
+            self._value = np.array([self._last_value], dtype=np.float64)
+        return self._value
+
+
+@dataclass
+class _SeriesPlan:
+    """What evaluating one series takes, worked out once per series (again when its metadata
+    is re-read or the rules change): the rules that watch it, how far back their windows
+    reach and, when all of them compare raw values on it, the band of values [lo, hi] no
+    condition meets, with the (rule, asset) states that must be quiet for it to apply."""
+
+    meta: _SeriesMeta
+    rules: list[CompiledRule]
+    lookback_ms: int
+    quiet: bool
+    lo: float
+    hi: float
+    checks: list[tuple[tuple[uuid.UUID, uuid.UUID], list[int]]]
+    states: list[_RuleState | None]
 
 
 @dataclass
@@ -129,11 +169,8 @@ class RuleEngine:
         self._rules: dict[uuid.UUID, CompiledRule] = {}
         self._by_sensor: dict[tuple[uuid.UUID, str], list[CompiledRule]] = {}
         self._lookback_ms: dict[tuple[uuid.UUID, str], int] = {}
-        # _by_sensor narrowed to one asset (rules scoped to another asset left out), built on
-        # first use: most rules watch one asset, so a series is not checked against all of them.
-        self._for_asset: dict[tuple[uuid.UUID, str, uuid.UUID], list[CompiledRule]] = {}
-        # Per (rule, sensor): its conditions there when all are raw comparisons, else None.
-        self._quiet_checks: dict[tuple[uuid.UUID, str], list[tuple[int, Condition]] | None] = {}
+        # Per series: the rules that watch it and its quiet band (None: no rule watches it).
+        self._plans: dict[int, _SeriesPlan | None] = {}
         self._fingerprint: tuple[Any, ...] | None = None
         self._checked_at = -1e9
         self._meta: dict[int, _SeriesMeta] = {}
@@ -164,7 +201,7 @@ class RuleEngine:
             self._meta.clear()
             self._tails.clear()
             self._states.clear()
-            self._for_asset = {}
+            self._plans = {}
             self._flagged.clear()
             if self.anomaly is not None:
                 self.anomaly = AnomalyStage(self.anomaly.config)
@@ -221,8 +258,7 @@ class RuleEngine:
         with self._lock:
             old = self._rules
             self._rules, self._by_sensor, self._lookback_ms = compiled, by_sensor, lookback
-            self._for_asset = {}
-            self._quiet_checks = {}
+            self._plans = {}
             # A changed rule starts afresh; an unchanged one keeps its state.
             for rule_id, asset_id in list(self._states):
                 new = compiled.get(rule_id)
@@ -323,42 +359,54 @@ class RuleEngine:
         ends = np.append(starts[1:], sid.shape[0])
         touched: dict[tuple[uuid.UUID, uuid.UUID], _Touch] = {}
         failed: dict[uuid.UUID, str] = {}
-        segments: list[Segment] = []
+        gauges: list[int] = []  # positions (in starts) of the series the detectors score
+        gauge_series: list[tuple[int, AssetInfo, str]] = []
         scores: list[MinuteScore] = []
         anomaly_actions: list[alerts.Trigger | alerts.Clear] = []
         # Each series' lowest and highest new value: enough to see that a plain threshold rule
         # that is quiet stays quiet, without evaluating it point by point.
         lows = np.minimum.reduceat(new.value, starts).tolist()
         highs = np.maximum.reduceat(new.value, starts).tolist()
+        series_l = sid[starts].tolist()
+        starts_l, ends_l = starts.tolist(), ends.tolist()
+        first_ts = new.ts_ms[starts].tolist()
+        last_ts = new.ts_ms[ends - 1].tolist()
+        last_v = new.value[ends - 1].tolist()
+        detect = self.anomaly is not None
+        tails, plans = self._tails, self._plans
         with self.db.transaction(write=False) as session:
-            self._series_meta(session, [int(sid[s]) for s in starts])
-            for k, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-                series_id = int(sid[start])
+            self._series_meta(session, series_l)
+            for k, series_id in enumerate(series_l):
                 meta = self._meta.get(series_id)
                 if meta is None:
                     continue
-                ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
-                if self.anomaly is not None and meta.gauge:
-                    segments.append(Segment(series_id, meta.asset, meta.sensor, ts_new, v_new))
-                key = (meta.asset.tenant_id, meta.sensor)
-                rules = self._by_sensor.get(key)
-                if not rules:
+                if detect and meta.gauge:
+                    gauges.append(k)
+                    gauge_series.append((series_id, meta.asset, meta.sensor))
+                plan = plans.get(series_id)
+                if plan is None or plan.meta is not meta:
+                    plan = self._plan(series_id, meta)
+                if plan is None:
                     continue
-                known = self._tails.get(series_id)
+                if not plan.rules:  # none watches this asset: no history kept either
+                    tails.pop(series_id, None)
+                    self.points_evaluated += ends_l[k] - starts_l[k]
+                    continue
+                known = tails.get(series_id)
                 if (
                     known is not None
-                    and int(ts_new[0]) > known.last_ts
-                    and self._stays_quiet(
-                        self._rules_for(key, rules, meta.asset.id), meta, lows[k], highs[k]
-                    )
+                    and first_ts[k] > known.last_ts
+                    and self._stays_quiet(plan, meta, lows[k], highs[k])
                 ):
                     # Every rule that watches this series reads raw values: the last point is
                     # all the history they need (for rates and late points).
-                    self._tails[series_id] = _Tail(ts_new[-1:], v_new[-1:])
-                    self.points_evaluated += end - start
+                    tails[series_id] = _Tail.point(last_ts[k], last_v[k])
+                    self.points_evaluated += ends_l[k] - starts_l[k]
                     continue
-                lookback = self._lookback_ms.get(key, 0)
-                tail = self._tail(session, series_id, int(ts_new[0]), lookback)
+                start, end = starts_l[k], ends_l[k]
+                ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
+                lookback = plan.lookback_ms
+                tail = self._tail(session, series_id, first_ts[k], lookback)
                 fresh = ts_new > tail.last_ts
                 if not fresh.all():  # late points: stored, but rules read forward in time
                     ts_new, v_new = ts_new[fresh], v_new[fresh]
@@ -367,8 +415,8 @@ class RuleEngine:
                 ts_all = np.concatenate((tail.ts, ts_new))
                 v_all = np.concatenate((tail.value, v_new))
                 offset = tail.ts.shape[0]
-                for rule in self._rules_for(key, rules, meta.asset.id):
-                    if rule.id in failed or not rule.scope.matches(meta.asset):
+                for rule in plan.rules:
+                    if rule.id in failed:
                         continue
                     try:
                         self._evaluate(rule, meta, ts_all, v_all, offset, touched)
@@ -377,15 +425,18 @@ class RuleEngine:
                 self.points_evaluated += int(ts_new.shape[0])
                 keep_from = np.searchsorted(ts_all, ts_all[-1] - lookback, side="left")
                 keep_from = min(int(keep_from), ts_all.shape[0] - 1)
-                self._tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
+                tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
             # Rule alerts are committed (and pushed) before anomaly detection runs on the same
             # points: a threshold crossing does not wait for the detectors.
             actions = self._decide(touched)
             decided = time.perf_counter()
             events = self._apply(actions) if actions else []
             applied = time.perf_counter()
-            if self.anomaly is not None and segments:
-                scores, anomaly_actions = self.anomaly.process(session, segments)
+            if self.anomaly is not None and gauges:
+                at = np.array(gauges, dtype=np.int64)
+                scores, anomaly_actions = self.anomaly.process_columns(
+                    session, new.ts_ms, new.value, starts[at], ends[at], gauge_series
+                )
         anomaly_done = time.perf_counter()
         anomaly_s = anomaly_done - applied
         if anomaly_actions or scores:
@@ -401,40 +452,54 @@ class RuleEngine:
             self._disable(failed)
         return events
 
-    def _stays_quiet(
-        self, rules: list[CompiledRule], meta: _SeriesMeta, low: float, high: float
-    ) -> bool:
+    def _plan(self, series_id: int, meta: _SeriesMeta) -> _SeriesPlan | None:
+        asset = meta.asset
+        key = (asset.tenant_id, meta.sensor)
+        watching = self._by_sensor.get(key)
+        if not watching:
+            self._plans[series_id] = None
+            return None
+        rules = [
+            r for r in watching if r.scope.asset_id in (None, asset.id) and r.scope.matches(asset)
+        ]
+        lo, hi, quiet = -math.inf, math.inf, True
+        checks: list[tuple[tuple[uuid.UUID, uuid.UUID], list[int]]] = []
+        for rule in rules:
+            found = _quiet_checks(rule, meta.sensor)
+            if found is None:
+                quiet = False
+                break
+            for _, condition in found:
+                c_lo, c_hi = _quiet_band(condition)
+                lo, hi = max(lo, c_lo), min(hi, c_hi)
+            checks.append(((rule.id, asset.id), [index for index, _ in found]))
+        plan = _SeriesPlan(
+            meta, rules, self._lookback_ms.get(key, 0), quiet, lo, hi, checks, [None] * len(checks)
+        )
+        self._plans[series_id] = plan
+        return plan
+
+    def _stays_quiet(self, plan: _SeriesPlan, meta: _SeriesMeta, low: float, high: float) -> bool:
         """True if no rule on this series can change state with new values in [low, high]:
         each is known not to hold, is not firing, and watches this sensor only through raw
         comparisons that no value in the range meets (the usual case, decided without looking
-        at the points one by one)."""
-        asset = meta.asset
-        for rule in rules:
-            if not rule.scope.matches(asset):
-                continue
-            state = self._states.get((rule.id, asset.id))
-            if state is None or state.firing or state.true_since_ms is not None:
+        at the points one by one; a NaN among the values is decided point by point)."""
+        if not (plan.quiet and plan.lo <= low and high <= plan.hi):
+            return False
+        refs = plan.states
+        for j, (key, indices) in enumerate(plan.checks):
+            state = refs[j]
+            if state is None:
+                state = refs[j] = self._states.get(key)
+                if state is None:
+                    return False
+            if state.firing or state.true_since_ms is not None:
                 return False
-            cache_key = (rule.id, meta.sensor)
-            if cache_key in self._quiet_checks:
-                checks = self._quiet_checks[cache_key]
-            else:
-                checks = self._quiet_checks[cache_key] = _quiet_checks(rule, meta.sensor)
-            if checks is None:
-                return False
-            for index, condition in checks:
-                if state.conditions[index] is not False or not _quiet(condition, low, high):
+            conditions = state.conditions
+            for index in indices:
+                if conditions[index] is not False:
                     return False
         return True
-
-    def _rules_for(
-        self, key: tuple[uuid.UUID, str], rules: list[CompiledRule], asset_id: uuid.UUID
-    ) -> list[CompiledRule]:
-        found = self._for_asset.get((*key, asset_id))
-        if found is None:
-            found = [r for r in rules if r.scope.asset_id in (None, asset_id)]
-            self._for_asset[(*key, asset_id)] = found
-        return found
 
     def _evaluate(
         self,
@@ -652,23 +717,20 @@ def _quiet_checks(rule: CompiledRule, sensor: str) -> list[tuple[int, Condition]
     return found
 
 
-def _quiet(condition: Condition, low: float, high: float) -> bool:
-    """No value in [low, high] meets the condition (NaN meets none, as in ``triggers``)."""
-    if low != low or high != high:  # a NaN among the values: decide point by point
-        return False
-    op = condition.op
-    if op == "outside":
+def _quiet_band(condition: Condition) -> tuple[float, float]:
+    """The values [lo, hi] that do not meet this raw comparison (as ``triggers`` decides)."""
+    if condition.op == "outside":
         assert condition.min is not None and condition.max is not None
-        return condition.min <= low and high <= condition.max
+        return condition.min, condition.max
     threshold = condition.threshold
     assert threshold is not None
-    if op == ">":
-        return high <= threshold
-    if op == ">=":
-        return high < threshold
-    if op == "<":
-        return low >= threshold
-    return low > threshold
+    if condition.op == ">":
+        return -math.inf, threshold
+    if condition.op == ">=":
+        return -math.inf, math.nextafter(threshold, -math.inf)
+    if condition.op == "<":
+        return threshold, math.inf
+    return math.nextafter(threshold, math.inf), math.inf  # "<="
 
 
 def compile_rule(rule: AlertRule) -> CompiledRule:
