@@ -26,6 +26,16 @@ RULES: list[dict[str, Any]] = [
         {"sensor": "pressure", "op": ">", "threshold": 8}]},
     {"name": "held", "for": "30s",
      "conditions": [{"sensor": "pressure", "op": "<", "threshold": 2}]},
+    # Windows: quiet while the values in the window and the new ones stay inside the band.
+    {"name": "warm on average", "clear_hysteresis": 2, "conditions": [
+        {"sensor": "temperature", "op": ">", "threshold": 75, "aggregate": "mean",
+         "window": "1m"}]},
+    {"name": "peaky", "conditions": [
+        {"sensor": "pressure", "op": ">=", "threshold": 9, "aggregate": "max", "window": "30s"}]},
+    {"name": "low floor", "combine": "any", "conditions": [
+        {"sensor": "pressure", "op": "outside", "min": 1, "max": 11, "aggregate": "min",
+         "window": "20s"},
+        {"sensor": "temperature", "op": "<", "threshold": 15}]},
 ]  # fmt: skip
 
 

@@ -116,6 +116,30 @@ def test_window_history_is_read_back_from_the_store(client: TestClient, factory:
     assert alert["triggered_at"] == at(70) and alert["last_value"] == 10.0
 
 
+def test_a_new_window_reads_the_history_a_kept_tail_lacks(
+    client: TestClient, factory: Factory
+) -> None:
+    user = setup(client, factory)
+    h = user.headers
+    # A raw rule keeps only the last point of the series in memory...
+    rule(client, h, name="raw", conditions=[{"sensor": "vibration", "op": ">", "threshold": 50}])
+    send(
+        client,
+        h,
+        "PUMP-001",
+        [(t, {"vibration": 10.0 if t == 0 else 1.0}) for t in range(0, 60, 10)],
+    )
+    # ...so a window added now must be filled from the store, not from that one point.
+    rule(
+        client, h, name="max",
+        conditions=[{"sensor": "vibration", "op": ">", "threshold": 8, "aggregate": "max",
+                     "window": "5m"}],
+    )  # fmt: skip
+    send(client, h, "PUMP-001", [(70, {"vibration": 1.0})])
+    [alert] = alerts(client, h)  # the 10 at t = 0 is in the window, not in the kept tail
+    assert alert["triggered_at"] == at(70) and alert["last_value"] == 10.0
+
+
 def test_all_and_any_across_sensors(client: TestClient, factory: Factory) -> None:
     user = setup(client, factory)
     h = user.headers

@@ -35,6 +35,7 @@ from foresight.detection import service as rules_service
 from foresight.detection.anomaly import MinuteScore
 from foresight.detection.anomaly_stage import AnomalyStage, store_scores
 from foresight.detection.rules import (
+    AGGREGATES,
     COMPARISONS,
     AssetInfo,
     CompiledRule,
@@ -65,24 +66,36 @@ class _SeriesMeta:
 
 class _Tail:
     """The last points of a series that its windows and rates still need (a tail of one
-    point, the common case, makes its arrays only when they are read)."""
+    point, the common case, makes its arrays only when they are read), and bounds of its
+    values (the lowest and highest, or a range around them)."""
 
-    __slots__ = ("_ts", "_value", "_last_value", "last_ts")
+    __slots__ = ("_hi", "_lo", "_ts", "_value", "_last_value", "last_ts")
 
     def __init__(
-        self, ts: np.ndarray[Any, np.dtype[np.int64]], value: np.ndarray[Any, np.dtype[np.float64]]
+        self,
+        ts: np.ndarray[Any, np.dtype[np.int64]],
+        value: np.ndarray[Any, np.dtype[np.float64]],
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         self._ts: np.ndarray[Any, np.dtype[np.int64]] | None = ts
         self._value: np.ndarray[Any, np.dtype[np.float64]] | None = value
         self._last_value = float(value[-1]) if value.shape[0] else float("nan")
         self.last_ts = int(ts[-1]) if ts.shape[0] else -1
+        self._lo: float | None = None
+        self._hi: float | None = None
+        if bounds is not None:
+            self._lo, self._hi = bounds
 
     @classmethod
     def point(cls, ts: int, value: float) -> _Tail:
         tail = cls.__new__(cls)
         tail._ts = tail._value = None
         tail.last_ts, tail._last_value = ts, value
+        tail._lo = tail._hi = value
         return tail
+
+    def __len__(self) -> int:
+        return 1 if self._ts is None else int(self._ts.shape[0])
 
     @property
     def ts(self) -> np.ndarray[Any, np.dtype[np.int64]]:
@@ -96,6 +109,15 @@ class _Tail:
             self._value = np.array([self._last_value], dtype=np.float64)
         return self._value
 
+    def bounds(self) -> tuple[float, float]:
+        """(lowest, highest) or a range holding them; NaN if a value is NaN (or none)."""
+        if self._lo is None or self._hi is None:
+            value = self.value
+            if not value.shape[0]:
+                return math.nan, math.nan
+            self._lo, self._hi = float(np.min(value)), float(np.max(value))
+        return self._lo, self._hi
+
 
 @dataclass
 class _SeriesPlan:
@@ -108,6 +130,9 @@ class _SeriesPlan:
     rules: list[CompiledRule]
     lookback_ms: int
     quiet: bool
+    # Some of those comparisons are on a window's mean, min or max: the band must then hold
+    # the history in the window too.
+    windowed: bool
     lo: float
     hi: float
     checks: list[tuple[tuple[uuid.UUID, uuid.UUID], list[int]]]
@@ -257,8 +282,18 @@ class RuleEngine:
                 lookback[key] = max(lookback.get(key, 0), condition.lookback_ms)
         with self._lock:
             old = self._rules
+            old_lookback = self._lookback_ms
             self._rules, self._by_sensor, self._lookback_ms = compiled, by_sensor, lookback
             self._plans = {}
+            # A series whose windows now reach further back than its tail was kept for reads
+            # its history from the store again (else a new window would start short).
+            for series_id in [
+                s
+                for s, m in self._meta.items()
+                if s in self._tails
+                and lookback.get(k := (m.asset.tenant_id, m.sensor), 0) > old_lookback.get(k, 0)
+            ]:
+                del self._tails[series_id]
             # A changed rule starts afresh; an unchanged one keeps its state.
             for rule_id, asset_id in list(self._states):
                 new = compiled.get(rule_id)
@@ -393,16 +428,38 @@ class RuleEngine:
                     self.points_evaluated += ends_l[k] - starts_l[k]
                     continue
                 known = tails.get(series_id)
-                if (
-                    known is not None
-                    and first_ts[k] > known.last_ts
-                    and self._stays_quiet(plan, meta, lows[k], highs[k])
-                ):
-                    # Every rule that watches this series reads raw values: the last point is
-                    # all the history they need (for rates and late points).
-                    tails[series_id] = _Tail.point(last_ts[k], last_v[k])
-                    self.points_evaluated += ends_l[k] - starts_l[k]
-                    continue
+                if known is not None and first_ts[k] > known.last_ts:
+                    low, high = lows[k], highs[k]
+                    if plan.windowed:
+                        # A window's mean, min or max lies within its points' range: the
+                        # history still in the window counts, and a mean's rounding (a
+                        # difference of running sums) is given a margin.
+                        t_lo, t_hi = known.bounds()
+                        if t_lo != t_lo or t_hi != t_hi:
+                            low = high = math.nan
+                        low = t_lo if t_lo < low else low
+                        high = t_hi if t_hi > high else high
+                        n_all = len(known) + ends_l[k] - starts_l[k]
+                        margin = 1e-9 * n_all * max(1.0, abs(low), abs(high))
+                        if self._stays_quiet(plan, meta, low - margin, high + margin):
+                            start, end = starts_l[k], ends_l[k]
+                            ts_all = np.concatenate((known.ts, new.ts_ms[start:end]))
+                            v_all = np.concatenate((known.value, new.value[start:end]))
+                            keep_from = np.searchsorted(
+                                ts_all, ts_all[-1] - plan.lookback_ms, side="left"
+                            )
+                            keep_from = min(int(keep_from), ts_all.shape[0] - 1)
+                            tails[series_id] = _Tail(
+                                ts_all[keep_from:], v_all[keep_from:], (low, high)
+                            )
+                            self.points_evaluated += end - start
+                            continue
+                    elif self._stays_quiet(plan, meta, low, high):
+                        # Every rule that watches this series reads raw values: the last point
+                        # is all the history they need (for rates and late points).
+                        tails[series_id] = _Tail.point(last_ts[k], last_v[k])
+                        self.points_evaluated += ends_l[k] - starts_l[k]
+                        continue
                 start, end = starts_l[k], ends_l[k]
                 ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
                 lookback = plan.lookback_ms
@@ -462,7 +519,7 @@ class RuleEngine:
         rules = [
             r for r in watching if r.scope.asset_id in (None, asset.id) and r.scope.matches(asset)
         ]
-        lo, hi, quiet = -math.inf, math.inf, True
+        lo, hi, quiet, windowed = -math.inf, math.inf, True, False
         checks: list[tuple[tuple[uuid.UUID, uuid.UUID], list[int]]] = []
         for rule in rules:
             found = _quiet_checks(rule, meta.sensor)
@@ -472,9 +529,18 @@ class RuleEngine:
             for _, condition in found:
                 c_lo, c_hi = _quiet_band(condition)
                 lo, hi = max(lo, c_lo), min(hi, c_hi)
+                windowed = windowed or condition.aggregate != "raw"
             checks.append(((rule.id, asset.id), [index for index, _ in found]))
         plan = _SeriesPlan(
-            meta, rules, self._lookback_ms.get(key, 0), quiet, lo, hi, checks, [None] * len(checks)
+            meta,
+            rules,
+            self._lookback_ms.get(key, 0),
+            quiet,
+            windowed,
+            lo,
+            hi,
+            checks,
+            [None] * len(checks),
         )
         self._plans[series_id] = plan
         return plan
@@ -706,12 +772,13 @@ class RuleEngine:
 
 
 def _quiet_checks(rule: CompiledRule, sensor: str) -> list[tuple[int, Condition]] | None:
-    """The conditions of ``rule`` on ``sensor``, if all are raw comparisons (else None)."""
+    """The conditions of ``rule`` on ``sensor``, if all compare the raw value or a window's
+    mean, min or max with a threshold or a range (else None: rates, silence)."""
     found = []
     for index, condition in enumerate(rule.conditions):
         if condition.sensor != sensor:
             continue
-        if condition.aggregate != "raw" or condition.op not in (*COMPARISONS, "outside"):
+        if condition.aggregate not in AGGREGATES or condition.op not in (*COMPARISONS, "outside"):
             return None
         found.append((index, condition))
     return found
