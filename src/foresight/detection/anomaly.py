@@ -288,9 +288,10 @@ class SeriesBank:
             return
         cfg = self.config
         w = cfg.window
-        idx = (self.pos[rows, None] + np.arange(w)[None, :]) % w
-        values = self.buf[rows[:, None], idx]
-        flagged = self.flg[rows[:, None], idx]
+        # The windows in storage order (whole rows: a plain gather): quantiles do not depend on
+        # the order, and the differences below pair the ring buffer's slots as time does.
+        values = self.buf[rows]
+        flagged = self.flg[rows]
         valid = ~np.isnan(values)
         normal = valid & ~flagged
         use = np.where((normal.sum(axis=1) >= 32)[:, None], normal, valid)
@@ -299,7 +300,8 @@ class SeriesBank:
         centre = self.median[rows].copy()
         first = self.sigma[rows] <= 0
         if first.any():
-            centre[first] = _middle(x[first])
+            in_time = (self.pos[rows[first], None] + np.arange(w)[None, :]) % w
+            centre[first] = _middle(np.take_along_axis(x[first], in_time, axis=1))
         median, low, high = _row_quantiles(x, (0.5, 0.025, 0.975), centre)
         (mad,) = _row_quantiles(np.abs(x - median[:, None]), (0.5,))
         # The usual spread: the MAD's σ, or the central 95 % range's when wider (a daily
@@ -315,9 +317,15 @@ class SeriesBank:
             if calm.any():
                 sigma[calm] = np.nanstd(x[calm], axis=1)
             # Point-to-point noise, from first differences: blind to slow cycles and trends.
-            d = np.diff(values, axis=1)
-            steady = normal[:, 1:] & normal[:, :-1]
-            pairs = valid[:, 1:] & valid[:, :-1]
+            # Slot j+1 follows slot j in time, and slot 0 follows slot w-1, except across the
+            # write position: the newest point (pos - 1) is not followed by the oldest (pos).
+            d = np.diff(np.concatenate((values, values[:, :1]), axis=1), axis=1)
+            ring_n = np.concatenate((normal, normal[:, :1]), axis=1)
+            ring_v = np.concatenate((valid, valid[:, :1]), axis=1)
+            steady = ring_n[:, 1:] & ring_n[:, :-1]
+            pairs = ring_v[:, 1:] & ring_v[:, :-1]
+            across = (np.arange(rows.shape[0]), (self.pos[rows] - 1) % w)
+            steady[across] = pairs[across] = False
             mask = np.where((steady.sum(axis=1) >= 32)[:, None], steady, pairs)
             d = np.where(mask, d, np.nan)
             (centre,) = _row_quantiles(d, (0.5,))
