@@ -174,8 +174,9 @@ class AnomalyStage:
         ends = np.asarray(ends, dtype=np.int64)
         # Per asset (the first of its series stands for it): the tenant's switch and the
         # sensitivity, the tenant's times the asset's own.
-        akeys, first_k = np.unique(np.array(akeys_l, dtype=np.int64), return_index=True)
-        a_idx = np.searchsorted(akeys, np.array(akeys_l, dtype=np.int64))
+        akeys, first_k, a_idx = np.unique(
+            np.array(akeys_l, dtype=np.int64), return_index=True, return_inverse=True
+        )
         infos = [series[k][1] for k in first_k.tolist()]
         on = np.zeros(akeys.shape[0], dtype=bool)
         asset_factor = np.zeros(akeys.shape[0])

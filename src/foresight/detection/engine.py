@@ -94,6 +94,19 @@ class _Tail:
         tail._lo = tail._hi = value
         return tail
 
+    @classmethod
+    def kept(
+        cls,
+        ts: np.ndarray[Any, np.dtype[np.int64]],
+        value: np.ndarray[Any, np.dtype[np.float64]],
+        lookback_ms: int,
+        bounds: tuple[float, float] | None = None,
+    ) -> _Tail:
+        """The points (at least the last) that windows of ``lookback_ms`` still need."""
+        keep_from = int(np.searchsorted(ts, ts[-1] - lookback_ms, side="left"))
+        keep_from = min(keep_from, ts.shape[0] - 1)
+        return cls(ts[keep_from:], value[keep_from:], bounds)
+
     def __len__(self) -> int:
         return 1 if self._ts is None else int(self._ts.shape[0])
 
@@ -428,7 +441,7 @@ class RuleEngine:
                     self.points_evaluated += ends_l[k] - starts_l[k]
                     continue
                 known = tails.get(series_id)
-                if known is not None and first_ts[k] > known.last_ts:
+                if known is not None and plan.quiet and first_ts[k] > known.last_ts:
                     low, high = lows[k], highs[k]
                     if plan.windowed:
                         # A window's mean, min or max lies within its points' range: the
@@ -443,14 +456,11 @@ class RuleEngine:
                         margin = 1e-9 * n_all * max(1.0, abs(low), abs(high))
                         if self._stays_quiet(plan, meta, low - margin, high + margin):
                             start, end = starts_l[k], ends_l[k]
-                            ts_all = np.concatenate((known.ts, new.ts_ms[start:end]))
-                            v_all = np.concatenate((known.value, new.value[start:end]))
-                            keep_from = np.searchsorted(
-                                ts_all, ts_all[-1] - plan.lookback_ms, side="left"
-                            )
-                            keep_from = min(int(keep_from), ts_all.shape[0] - 1)
-                            tails[series_id] = _Tail(
-                                ts_all[keep_from:], v_all[keep_from:], (low, high)
+                            tails[series_id] = _Tail.kept(
+                                np.concatenate((known.ts, new.ts_ms[start:end])),
+                                np.concatenate((known.value, new.value[start:end])),
+                                plan.lookback_ms,
+                                (low, high),
                             )
                             self.points_evaluated += end - start
                             continue
@@ -480,9 +490,7 @@ class RuleEngine:
                     except Exception as exc:  # noqa: BLE001 - a broken rule is disabled
                         failed[rule.id] = f"{type(exc).__name__}: {exc}"
                 self.points_evaluated += int(ts_new.shape[0])
-                keep_from = np.searchsorted(ts_all, ts_all[-1] - lookback, side="left")
-                keep_from = min(int(keep_from), ts_all.shape[0] - 1)
-                tails[series_id] = _Tail(ts_all[keep_from:], v_all[keep_from:])
+                tails[series_id] = _Tail.kept(ts_all, v_all, lookback)
             # Rule alerts are committed (and pushed) before anomaly detection runs on the same
             # points: a threshold crossing does not wait for the detectors.
             actions = self._decide(touched)
