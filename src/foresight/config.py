@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     scoring_interval_s: Annotated[float, Field(ge=0)] = 3600.0
     retrain_interval_s: Annotated[float, Field(ge=0)] = 604800.0
     schedule_embedded: bool = True
+    # Sealed rollup buckets a scoring read, kept in memory for the next scoring of the same
+    # assets (prediction/rollup_cache.py: exact, invalidated by the store's series revisions);
+    # this much per database, least recently scored fleets dropped first; 0 turns it off.
+    scoring_cache_mb: Annotated[float, Field(ge=0)] = 128.0
     # MLflow tracking (off when empty; needs the `mlflow` extra): each training run logs its
     # parameters, metrics, tags and model artifact to this tracking URI (http(s)://…, sqlite:///…,
     # databricks), in the experiment "<mlflow_experiment>/<tenant name>". A tracking failure is

@@ -465,6 +465,11 @@ def test_scoring_is_as_of_each_assets_latest_reading(fleet: Fleet, db: Database)
             text("DELETE FROM readings_rollup WHERE series_id = :s AND resolution_s < 86400"),
             {"s": sid},
         )
+        # As retention does: sealed buckets went, so the series gets a new revision.
+        session.execute(
+            text("UPDATE series_latest SET revision = revision + 1 WHERE series_id = :s"),
+            {"s": sid},
+        )
     after = fleet.build(as_of="latest")
     day_end = old_ts - old_ts % DAY_MS + DAY_MS
     inside = np.minimum(day_end, t_old) > t_old - 168 * HOUR_MS

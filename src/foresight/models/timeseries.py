@@ -54,6 +54,10 @@ class SeriesLatest(Base):
     series_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     ts_ms: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float] = mapped_column(Float)
+    # Changes whenever sealed buckets of the series change (``timeseries.store.SEALED_BLOCK_MS``):
+    # readers that kept them compare it. Random, so a recreated row never repeats an old value.
+    revision: Mapped[int] = mapped_column(BigInteger)
+    write_min_ms: Mapped[int | None] = mapped_column(BigInteger)  # earliest point of the last write
 
 
 __all__ = ["RESOLUTIONS_S", "Reading", "Rollup", "SeriesLatest"]

@@ -77,7 +77,7 @@ import json
 import math
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -102,7 +102,8 @@ from foresight.models import (
     SeriesLatest,
     Severity,
 )
-from foresight.prediction import labels
+from foresight.prediction import labels, rollup_cache
+from foresight.prediction.rollup_cache import Ranges, ScoringReads
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -561,35 +562,6 @@ class _Buckets:
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BUCKET_FIELDS))
 
 
-@dataclass(frozen=True)
-class Ranges:
-    """What to read: bucket_ms in [lo, hi) of series ``sid``, one range an entry, sorted by
-    (sid, lo); a series may have several."""
-
-    sid: I64
-    lo: I64
-    hi: I64
-
-    @classmethod
-    def everything(cls, series_id: I64) -> Ranges:
-        n = series_id.shape[0]
-        return cls(series_id, np.zeros(n, np.int64), np.full(n, TIME_LIMIT, np.int64))
-
-    def values(self, per_statement: int) -> Iterator[tuple[list[int], str]]:
-        """Per statement: its ranges' series ids and a VALUES list of (sid, lo, hi), never
-        splitting a series' ranges (integers only: they come from our own queries)."""
-        n = self.sid.shape[0]
-        at = 0
-        sid, lo, hi = self.sid.tolist(), self.lo.tolist(), self.hi.tolist()
-        while at < n:
-            end = min(at + per_statement, n)
-            while end < n and sid[end] == sid[end - 1]:
-                end += 1
-            text_ = ", ".join(map("({}, {}, {})".format, sid[at:end], lo[at:end], hi[at:end]))
-            yield sid[at:end], text_
-            at = end
-
-
 _BUCKET_FIELDS = ("sidx", "start", "end", "count", "mean", "m2", "min", "max", "last")
 
 
@@ -622,7 +594,9 @@ _FLEET_STATEMENTS = {
     for by_id in (False, True)
     for by_key in (False, True)
 }
-_LATEST = select(SeriesLatest.series_id, SeriesLatest.ts_ms).where(SeriesLatest.series_id.in_(_IDS))
+_LATEST = select(SeriesLatest.series_id, SeriesLatest.ts_ms, SeriesLatest.revision).where(
+    SeriesLatest.series_id.in_(_IDS)
+)
 _MAINTENANCE_EVENTS = select(
     MaintenanceRecord.asset_id,
     MaintenanceRecord.kind,
@@ -737,8 +711,11 @@ def _fetch_rollups(
     fleet: _Fleet,
     resolution_s: int,
     ranges: Ranges | None,
+    reads: ScoringReads | None = None,
 ) -> _Buckets:
-    """The buckets of every series of the fleet (``ranges``: only those).
+    """The buckets of every series of the fleet (``ranges``: only those), sorted by (series,
+    start); with ``reads``, those kept in memory from the fleet's last scoring are not read
+    again (``rollup_cache``).
 
     Reading millions of buckets is most of the work, so each backend gets its cheapest path:
     PostgreSQL packs each series into one binary string that numpy reads as is; SQLite (where
@@ -750,29 +727,42 @@ def _fetch_rollups(
     sqlite_per_statement = _SQLITE_RANGES_PER_STATEMENT
     if ranges is None:  # training: every bucket, on SQLite a series a statement
         ranges, sqlite_per_statement = Ranges.everything(fleet.series_id), 1
-    if session.get_bind().dialect.name == "postgresql":
-        parts = _fetch_postgres(raw, resolution_s, ranges)
+    postgres = session.get_bind().dialect.name == "postgresql"
+
+    def read(which: Ranges) -> list[npt.NDArray[Any]]:
+        if postgres:
+            parts = _fetch_postgres(raw, resolution_s, which)
+        else:
+            parts = _fetch_sqlite(raw, resolution_s, which, sqlite_per_statement)
+        if not parts:
+            return [np.empty(0, np.int64), np.empty(0, np.int64)] + [np.empty(0) for _ in range(6)]
+        sid = np.concatenate([s for s, _ in parts])
+        columns = []
+        for i in range(7):  # column by column, letting go of the pieces (peak memory)
+            columns.append(np.concatenate([p[i] for _, p in parts]))
+            for _, p in parts:
+                p[i] = columns[-1][:0]
+        columns[0] = columns[0].astype(np.int64)
+        return [np.searchsorted(fleet.series_id, sid).astype(np.int64), *columns]
+
+    if reads is None:
+        sidx, *columns = read(ranges)
     else:
-        parts = _fetch_sqlite(raw, resolution_s, ranges, sqlite_per_statement)
-    if not parts:
-        return _empty_buckets()
-    sid = np.concatenate([s for s, _ in parts])
-    columns = []
-    for i in range(7):  # column by column, letting go of the pieces (peak memory)
-        columns.append(np.concatenate([p[i] for _, p in parts]))
-        for _, p in parts:
-            p[i] = columns[-1][:0]
-    start = columns[0].astype(np.int64)
-    return _Buckets(
-        sidx=np.searchsorted(fleet.series_id, sid).astype(np.int64),
-        start=start,
-        end=start + resolution_s * 1000,
-        count=columns[1],
-        mean=columns[2],
-        m2=columns[3],
-        min=columns[4],
-        max=columns[5],
-        last=columns[6],
+        range_sidx = np.searchsorted(fleet.series_id, ranges.sid).astype(np.int64)
+        sidx, columns = reads.rollups(resolution_s, range_sidx, ranges, read)
+    start = columns[0]
+    return _ensure_sorted(
+        _Buckets(
+            sidx=sidx,
+            start=start,
+            end=start + resolution_s * 1000,
+            count=columns[1],
+            mean=columns[2],
+            m2=columns[3],
+            min=columns[4],
+            max=columns[5],
+            last=columns[6],
+        )
     )
 
 
@@ -1333,7 +1323,10 @@ def _scoring_counts(
     for w in config.alert_windows_h:
         for severity in SEVERITIES:
             out[f"alerts_{severity}__{w}h"] = np.zeros(rows_t.shape[0])
-    row_of = {fleet.asset_ids[a]: i for i, a in enumerate(rows_asset.tolist())}
+    # Rows by asset id as the driver returns it (PostgreSQL: UUID; SQLite: hex text).
+    row_of: dict[Any, int] = {}
+    for i, a in enumerate(rows_asset.tolist()):
+        row_of[fleet.asset_ids[a]] = row_of[fleet.asset_ids[a].hex] = i
 
     def ident(asset_id: uuid.UUID) -> str:
         return f"CAST('{asset_id}' AS UUID)" if postgres else f"'{asset_id.hex}'"
@@ -1349,20 +1342,19 @@ def _scoring_counts(
     alert_w = config.alert_windows_h
     for chunk in chunks(rows):
         values = ", ".join(f"({ident(fleet.asset_ids[a])}, {int(t)})" for a, t in chunk)
-        # A minute counts once it is over: minute + 1 min in (t - W, t].
-        sums = ", ".join(
-            f"SUM(CASE WHEN m.minute_ms > m.t - {w * HOUR_MS + 60_000} THEN 1 ELSE 0 END)"
+        # A minute counts once it is over: minute + 1 min in (t - W, t]. One index range per
+        # asset and window, read in order (distinct minutes without a sort: several times
+        # cheaper than one join of every minute deduplicated and grouped).
+        flag = "a.flag" if postgres else "a.flag = 1"
+        counts_sql = ", ".join(
+            "(SELECT count(*) FROM (SELECT DISTINCT a.minute_ms FROM anomaly_scores a"
+            f" WHERE a.asset_id = q.aid AND {flag} AND a.minute_ms > q.t - {w * HOUR_MS + 60_000}"
+            " AND a.minute_ms <= q.t - 60000) m)"
             for w in minute_w
         )
-        sql = (
-            f"WITH q (aid, t) AS (VALUES {values}) SELECT m.asset_id, {sums} FROM"
-            " (SELECT DISTINCT a.asset_id, a.minute_ms, q.t FROM q JOIN anomaly_scores a"
-            f" ON a.asset_id = q.aid AND {'a.flag' if postgres else 'a.flag = 1'}"
-            f" AND a.minute_ms > q.t - {minute_w[-1] * HOUR_MS + 60_000}"
-            " AND a.minute_ms <= q.t - 60000) m GROUP BY m.asset_id"
-        )
-        for asset_id, *counts in session.execute(text(sql)):
-            i = row_of[asset_id if isinstance(asset_id, uuid.UUID) else uuid.UUID(asset_id)]
+        sql = f"WITH q (aid, t) AS (VALUES {values}) SELECT q.aid, {counts_sql} FROM q"
+        for asset_id, *counts in session.execute(text(sql)).all():
+            i = row_of[asset_id]
             for w, n in zip(minute_w, counts, strict=True):
                 out[f"anomaly_minutes__{w}h"][i] = float(n or 0)
         values = ", ".join(
@@ -1382,8 +1374,8 @@ def _scoring_counts(
             f" AND a.triggered_at > q.lo{len(alert_w) - 1} AND a.triggered_at <= q.t"
             " GROUP BY a.asset_id, a.severity"
         )
-        for asset_id, severity, *counts in session.execute(text(sql)):
-            i = row_of[asset_id if isinstance(asset_id, uuid.UUID) else uuid.UUID(asset_id)]
+        for asset_id, severity, *counts in session.execute(text(sql)).all():
+            i = row_of[asset_id]
             level = getattr(severity, "value", severity)
             for w, n in zip(alert_w, counts, strict=True):
                 out[f"alerts_{level}__{w}h"][i] = float(n or 0)
@@ -1447,45 +1439,74 @@ def _as_of_ms(as_of: AsOf) -> int | None:
     raise ValueError(f"as_of must be None, 'latest', a datetime or epoch ms: {as_of!r}")
 
 
-def _latest_ms(session: Session, fleet: _Fleet) -> I64:
-    """Each asset's newest reading time (-1 when it has none)."""
-    latest = np.full(len(fleet.asset_ids), -1, dtype=np.int64)
-    ids = fleet.series_id.tolist()
+@dataclass
+class _Latest:
+    asset_ms: I64  # per asset: its newest reading time (-1: none)
+    series_ms: I64  # per series index (-1: none)
+    revision: I64  # per series index (``series_latest.revision``; 0 where none)
+    has: B1  # per series index: the series has a ``series_latest`` row
+
+
+def _latest_ms(session: Session, fleet: _Fleet) -> _Latest:
+    """Each asset's and series' newest reading time, and each series' revision."""
+    n = fleet.series_id.shape[0]
+    latest = _Latest(
+        asset_ms=np.full(len(fleet.asset_ids), -1, dtype=np.int64),
+        series_ms=np.full(n, -1, dtype=np.int64),
+        revision=np.zeros(n, dtype=np.int64),
+        has=np.zeros(n, dtype=bool),
+    )
     conn = session.connection()
-    for chunk in chunks(ids):
+    for chunk in chunks(fleet.series_id.tolist()):
         rows = conn.execute(_LATEST, {"ids": list(chunk)}).all()
         if rows:
-            sid = np.array([r[0] for r in rows], dtype=np.int64)
-            ts = np.array([r[1] for r in rows], dtype=np.int64)
-            asset = fleet.series_asset[np.searchsorted(fleet.series_id, sid)]
-            np.maximum.at(latest, asset, ts)
+            got = np.array(list(map(tuple, rows)), dtype=np.int64).reshape(-1, 3)
+            at = np.searchsorted(fleet.series_id, got[:, 0])
+            latest.series_ms[at], latest.revision[at], latest.has[at] = got[:, 1], got[:, 2], True
+    if n:
+        np.maximum.at(latest.asset_ms, fleet.series_asset, latest.series_ms)
     return latest
 
 
-def _origins(session: Session, fleet: _Fleet) -> I64:
-    """Each asset's first data day (UTC midnight, ms; -1 when none), from the rollups' minima
-    (one index probe per series and resolution)."""
-    origin = np.full(len(fleet.asset_ids), TIME_LIMIT - 1, dtype=np.int64)
-    firsts: list[tuple[int, int]] = []
+def _series_origins(session: Session, fleet: _Fleet, which: I64) -> I64:
+    """Per series index in ``which``: its first data day (UTC midnight, ms; -1 when none), from
+    the rollups' minima (one index probe per series and resolution)."""
+    out = np.full(which.shape[0], -1, dtype=np.int64)
     probe = (
         "(SELECT min(r.bucket_ms) FROM readings_rollup r"
         " WHERE r.series_id = q.sid AND r.resolution_s = {}) "
     )
-    for chunk in chunks(fleet.series_id.tolist()):
+    sid_list = fleet.series_id[which].tolist()
+    at = 0
+    for chunk in chunks(sid_list):
         values = ", ".join(f"({int(s)})" for s in chunk)
         sql = (
             f"WITH q (sid) AS (VALUES {values}) "
             f"SELECT q.sid, {probe.format(86400)}, {probe.format(3600)}FROM q"
         )
-        for sid, day_min, hour_min in session.execute(text(sql)):
-            for m in (day_min, hour_min):
-                if m is not None:
-                    firsts.append((int(sid), int(m)))
-    if firsts:
-        sid = np.array([r[0] for r in firsts], dtype=np.int64)
-        first = np.array([r[1] for r in firsts], dtype=np.int64)
-        asset = fleet.series_asset[np.searchsorted(fleet.series_id, sid)]
-        np.minimum.at(origin, asset, first - first % DAY_MS)
+        firsts = {
+            int(sid): [m for m in (d, h) if m is not None]
+            for sid, d, h in session.execute(text(sql))
+        }
+        for j, sid in enumerate(chunk):
+            ms = firsts.get(int(sid))
+            if ms:
+                first = min(int(m) for m in ms)
+                out[at + j] = first - first % DAY_MS
+        at += len(chunk)
+    return out
+
+
+def _origins(session: Session, fleet: _Fleet, reads: ScoringReads | None = None) -> I64:
+    """Each asset's first data day (UTC midnight, ms; -1 when none), from its series'."""
+    n = fleet.series_id.shape[0]
+    if reads is None:
+        per_series = _series_origins(session, fleet, np.arange(n, dtype=np.int64))
+    else:
+        per_series = reads.origins(lambda which: _series_origins(session, fleet, which))
+    origin = np.full(len(fleet.asset_ids), TIME_LIMIT - 1, dtype=np.int64)
+    has = per_series >= 0
+    np.minimum.at(origin, fleet.series_asset[has], per_series[has])
     return np.where(origin == TIME_LIMIT - 1, -1, origin)
 
 
@@ -1558,22 +1579,29 @@ def _build(
 ) -> FeatureFrame:
     fleet = _load_fleet(session, tenant_id, asset_ids, config.sensor_keys)
     n_assets = len(fleet.asset_ids)
-    latest = _latest_ms(session, fleet)
+    seen = _latest_ms(session, fleet)
+    latest = seen.asset_ms
     fixed_t = _as_of_ms(as_of)
     scoring = as_of is not None
     if scoring:
         t_asset = latest.copy() if fixed_t is None else np.full(n_assets, fixed_t, np.int64)
-        origin = _origins(session, fleet)
+        cache = rollup_cache.for_engine(session.get_bind().engine)
+        reads = None
+        if cache is not None:
+            reads = cache.begin(fleet.series_id, seen.revision, seen.has, seen.series_ms)
+        origin = _origins(session, fleet, reads)
         hourly_ranges, daily_ranges, cut = _scoring_ranges(fleet, t_asset, origin, config)
-        hourly = _ensure_sorted(_fetch_rollups(session, fleet, 3600, hourly_ranges))
-        daily = _ensure_sorted(_fetch_rollups(session, fleet, 86400, daily_ranges))
+        hourly = _fetch_rollups(session, fleet, 3600, hourly_ranges, reads)
+        daily = _fetch_rollups(session, fleet, 86400, daily_ranges, reads)
+        if reads is not None:
+            reads.finish()
         stand_ins = daily
         if cut is not None and len(daily):
             # Only the days the 1 h ranges cover can stand in for missing 1 h buckets.
             stand_ins = daily.take(np.flatnonzero(daily.start >= cut[daily.sidx]))
     else:
-        hourly = _ensure_sorted(_fetch_rollups(session, fleet, 3600, None))
-        daily = _ensure_sorted(_fetch_rollups(session, fleet, 86400, None))
+        hourly = _fetch_rollups(session, fleet, 3600, None)
+        daily = _fetch_rollups(session, fleet, 86400, None)
         stand_ins = daily
     buckets = _ensure_sorted(_merge_resolutions(hourly, stand_ins))
     bucket_asset = fleet.series_asset[buckets.sidx] if len(buckets) else np.empty(0, np.int64)

@@ -527,14 +527,26 @@ def model_factors(
     return out
 
 
-def _too_little_history(frame: FeatureFrame, row: int) -> str | None:
-    baseline = [i for i, s in enumerate(frame.specs) if s.stat == "baseline_delta"]
-    if baseline and not np.isfinite(frame.X[row, baseline]).any():
-        return "too little history: the asset's early-life baseline period is not over yet"
-    sensors = [i for i, s in enumerate(frame.specs) if s.sensor is not None]
-    if sensors and not np.isfinite(frame.X[row, sensors]).any():
-        return "too little history: no recent sensor data"
-    return None
+def _too_little_history(frame: FeatureFrame) -> list[str | None]:
+    """Per row: why the model cannot score it (None: it can)."""
+    out: list[str | None] = [None] * len(frame)
+    checks = (
+        ("baseline_delta", "the asset's early-life baseline period is not over yet"),
+        (None, "no recent sensor data"),
+    )
+    for stat, reason in checks:
+        columns = [
+            i
+            for i, s in enumerate(frame.specs)
+            if (s.stat == stat if stat is not None else s.sensor is not None)
+        ]
+        if not columns:
+            continue
+        blank = ~np.isfinite(frame.X[:, columns]).any(axis=1)
+        for row in np.flatnonzero(blank).tolist():
+            if out[row] is None:
+                out[row] = f"too little history: {reason}"
+    return out
 
 
 def _attach_health(
@@ -610,12 +622,13 @@ def _score(
         ).conform(specs, current.categories)
         index = {aid: i for i, aid in enumerate(frame.asset_id.tolist())}
         usable: list[int] = []
+        too_little = _too_little_history(frame)
         for a in assets:
             i = index.get(str(a.id))
             if i is None:
                 reasons[a.id] = "too little history: no readings"
                 continue
-            why = _too_little_history(frame, i)
+            why = too_little[i]
             if why is not None:
                 reasons[a.id] = why
             else:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -370,11 +371,19 @@ class _Purger:
                 with self.db.transaction() as session:
                     result: Any = session.execute(delete, {**values, "n": self.chunk_rows})
                     deleted = int(result.rowcount)
+                    if deleted and table == "readings_rollup":
+                        # Sealed buckets went: readers that kept them must read again.
+                        session.execute(_NEW_REVISION, {**values, "token": secrets.randbits(63)})
                 if deleted:
                     removal.rows += deleted
                     removal.chunks += 1
                 if deleted < self.chunk_rows:
                     break
+
+
+_NEW_REVISION = text(
+    "UPDATE series_latest SET revision = :token WHERE series_id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 
 
 # --- PostgreSQL partitions ------------------------------------------------------------------

@@ -19,6 +19,7 @@ One unit of work per call, inside the caller's transaction:
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -35,6 +36,10 @@ from foresight.models.timeseries import RESOLUTIONS_S
 
 # PostgreSQL partitions of ``readings`` span this many milliseconds (7 days) from the epoch.
 PARTITION_SPAN_MS = 7 * 86_400_000
+# A series' rollup buckets that end by the start of the 6-hour block (from the epoch) holding its
+# newest point are sealed: a write into them, or a retention delete, changes the series'
+# ``series_latest.revision``, so a reader may keep them for as long as the revision holds.
+SEALED_BLOCK_MS = 6 * 3_600_000
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -246,10 +251,37 @@ def rollup_partials(new: Columns) -> Partials:
     return Partials(*merged)
 
 
-def _latest_of(new: Columns) -> Columns:
+@dataclass(frozen=True)
+class _Latest:
+    """Per series of a write: its newest new point and its earliest new point's time."""
+
+    series_id: I64
+    ts_ms: I64
+    value: F64
+    write_min_ms: I64
+
+    def revision(self) -> tuple[I64, I64]:
+        """(revision, write_min_ms) columns: one fresh random revision for the whole write (the
+        upsert keeps it only for series the write changes sealed buckets of)."""
+        token = secrets.randbits(63)
+        return np.full(self.series_id.shape[0], token, np.int64), self.write_min_ms
+
+    def rows(self) -> list[tuple[int, int, float, int, int]]:
+        revision, write_min = self.revision()
+        return list(
+            zip(
+                self.series_id.tolist(), self.ts_ms.tolist(), self.value.tolist(),
+                revision.tolist(), write_min.tolist(), strict=True,
+            )
+        )  # fmt: skip
+
+
+def _latest_of(new: Columns) -> _Latest:
     sid = new.series_id
-    last = np.flatnonzero(np.append(sid[1:] != sid[:-1], True))
-    return Columns(sid[last], new.ts_ms[last], new.value[last])
+    change = np.append(sid[1:] != sid[:-1], True)
+    last = np.flatnonzero(change)
+    first = np.concatenate(([0], last[:-1] + 1))
+    return _Latest(sid[last], new.ts_ms[last], new.value[last], new.ts_ms[first])
 
 
 # --- PostgreSQL binary COPY, encoded by numpy -------------------------------------------------
@@ -437,10 +469,21 @@ ON CONFLICT (series_id, resolution_s, bucket_ms) DO UPDATE SET
                       THEN excluded.last_ts_ms ELSE readings_rollup.last_ts_ms END
 """
 _ROLLUP_COLUMNS = ", ".join(PARTIAL_COLUMNS)
-_LATEST_ON_CONFLICT = """
-ON CONFLICT (series_id) DO UPDATE SET ts_ms = excluded.ts_ms, value = excluded.value
-WHERE excluded.ts_ms > series_latest.ts_ms
+# A write before the start of the sealed block holding the series' newest point (truncated
+# towards zero: never later than the floor readers use) gives the series a new revision.
+_SEALED = f"series_latest.ts_ms - series_latest.ts_ms % {SEALED_BLOCK_MS}"
+_LATEST_ON_CONFLICT = f"""
+ON CONFLICT (series_id) DO UPDATE SET
+    ts_ms = CASE WHEN excluded.ts_ms > series_latest.ts_ms THEN excluded.ts_ms
+                 ELSE series_latest.ts_ms END,
+    value = CASE WHEN excluded.ts_ms > series_latest.ts_ms THEN excluded.value
+                 ELSE series_latest.value END,
+    revision = CASE WHEN excluded.write_min_ms < {_SEALED} THEN excluded.revision
+                    ELSE series_latest.revision END,
+    write_min_ms = excluded.write_min_ms
+WHERE excluded.ts_ms > series_latest.ts_ms OR excluded.write_min_ms < {_SEALED}
 """
+_LATEST_COLUMNS = "series_id, ts_ms, value, revision, write_min_ms"
 
 # PostgreSQL: one statement per table over arrays; rows locked in key order (no deadlocks
 # between concurrent writers). SQLite: executemany of the same upsert.
@@ -454,14 +497,15 @@ _ROLLUP_STAGING = (
     "ON COMMIT DELETE ROWS"
 )
 _LATEST_STAGING = (
-    f"CREATE TEMP TABLE IF NOT EXISTS ingest_latest ({_TEMP_COLUMNS}) ON COMMIT DELETE ROWS"
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_latest (series_id BIGINT, ts_ms BIGINT, "
+    "value DOUBLE PRECISION, revision BIGINT, write_min_ms BIGINT) ON COMMIT DELETE ROWS"
 )
 _ROLLUP_UPSERT_PG = (
     f"INSERT INTO readings_rollup ({_ROLLUP_COLUMNS}) SELECT {_ROLLUP_COLUMNS} FROM "
     "ingest_rollup ORDER BY series_id, resolution_s, bucket_ms" + _ROLLUP_ON_CONFLICT
 )
 _LATEST_UPSERT_PG = (
-    "INSERT INTO series_latest (series_id, ts_ms, value) SELECT series_id, ts_ms, value "
+    f"INSERT INTO series_latest ({_LATEST_COLUMNS}) SELECT {_LATEST_COLUMNS} "
     "FROM ingest_latest ORDER BY series_id" + _LATEST_ON_CONFLICT
 )
 _ROLLUP_UPSERT_SQLITE = (
@@ -471,18 +515,18 @@ _ROLLUP_UPSERT_SQLITE = (
     + _ROLLUP_ON_CONFLICT
 )
 _LATEST_UPSERT_SQLITE = (
-    "INSERT INTO series_latest (series_id, ts_ms, value) VALUES (?, ?, ?)" + _LATEST_ON_CONFLICT
+    f"INSERT INTO series_latest ({_LATEST_COLUMNS}) VALUES (?, ?, ?, ?, ?)" + _LATEST_ON_CONFLICT
 )
 
 
-def _merge(session: Session, partials: Partials, latest: Columns) -> None:
+def _merge(session: Session, partials: Partials, latest: _Latest) -> None:
     raw: Any = session.connection().connection.dbapi_connection
     cursor = raw.cursor()
     try:
         if session.get_bind().dialect.name == "postgresql":
             partial_columns = [getattr(partials, n) for n in PARTIAL_COLUMNS]
             partial_columns[1] = partial_columns[1].astype(np.int32)
-            latest_columns = [latest.series_id, latest.ts_ms, latest.value]
+            latest_columns = [latest.series_id, latest.ts_ms, latest.value, *latest.revision()]
             for table, staging, columns, upsert in (
                 ("ingest_rollup", _ROLLUP_STAGING, partial_columns, _ROLLUP_UPSERT_PG),
                 ("ingest_latest", _LATEST_STAGING, latest_columns, _LATEST_UPSERT_PG),

@@ -34,6 +34,7 @@ from foresight.notifications import outbox as notifications_outbox
 from foresight.notifications.dispatcher import Dispatcher as NotificationDispatcher
 from foresight.prediction import endpoints as prediction_endpoints
 from foresight.prediction import feedback_endpoints as prediction_feedback_endpoints
+from foresight.prediction import rollup_cache
 from foresight.prediction.jobs import TrainingRunner
 from foresight.prediction.schedule import Scheduler as PredictionScheduler
 from foresight.tenants import endpoints as tenants_endpoints
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # database every FORESIGHT_LATEST_CACHE_TTL_S for other writers' points.
     latest_cache = LatestCache(ttl_s=settings.latest_cache_ttl_s)
     app.state.latest_cache = latest_cache
+    rollup_cache.set_budget_mb(settings.scoring_cache_mb)
     # Training jobs (POST /models/train) run in a thread of this process, one at a time.
     training = TrainingRunner(db)
     app.state.training = training

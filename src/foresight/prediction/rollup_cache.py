@@ -1,0 +1,325 @@
+"""Sealed rollup buckets of scored fleets, kept in memory from one scoring to the next.
+
+Scoring an asset reads its series' buckets over the baseline days and the longest window: a
+fleet of a thousand assets is close to a million buckets a scoring, nearly all of them the same
+as an hour before. A bucket that ends by the start of the 6-hour block holding its series'
+newest point is *sealed* (``timeseries.store.SEALED_BLOCK_MS``): it can only change by a write
+into it, or a retention delete, and either gives the series a new ``series_latest.revision``.
+So what one scoring read of sealed buckets is kept, with each series' revision, and the next
+scoring of the same fleet reads from the database only what is not kept (the newest hours,
+a new day) or no longer valid (a series whose revision moved: all of its ranges again).
+
+The buckets served are the very values the database holds, so the features are the same as
+without the cache, to the bit. Safe under concurrent writers on both backends: each series'
+revision and newest time are read before its buckets (PostgreSQL's read committed takes a new
+snapshot per statement), so a write that lands in between either shows in the buckets read or
+moves the revision, and a bucket kept under a stale revision is never used.
+
+Entries are per fleet (the tuple of its series ids: a scheduler's tenant, a repeated batch, one
+asset), least recently used dropped first, within ``set_budget_mb`` (``scoring_cache_mb``).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from foresight.timeseries.store import SEALED_BLOCK_MS
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+B1 = npt.NDArray[np.bool_]
+
+TIME_BITS = 43  # as prediction.labels: times below 2^43 ms (year 2248)
+TIME_LIMIT = 1 << TIME_BITS
+# A fetch's columns: bucket start (int64), then count, mean, m2, min, max, last (float64).
+Columns = list[npt.NDArray[Any]]
+N_COLUMNS = 7
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """What to read: bucket_ms in [lo, hi) of series ``sid``, one range an entry, sorted by
+    (sid, lo); a series may have several."""
+
+    sid: I64
+    lo: I64
+    hi: I64
+
+    @classmethod
+    def everything(cls, series_id: I64) -> Ranges:
+        n = series_id.shape[0]
+        return cls(series_id, np.zeros(n, np.int64), np.full(n, TIME_LIMIT, np.int64))
+
+    def __len__(self) -> int:
+        return int(self.sid.shape[0])
+
+    def values(self, per_statement: int) -> Iterator[tuple[list[int], str]]:
+        """Per statement: its ranges' series ids and a VALUES list of (sid, lo, hi), never
+        splitting a series' ranges (integers only: they come from our own queries)."""
+        n = self.sid.shape[0]
+        at = 0
+        sid, lo, hi = self.sid.tolist(), self.lo.tolist(), self.hi.tolist()
+        while at < n:
+            end = min(at + per_statement, n)
+            while end < n and sid[end] == sid[end - 1]:
+                end += 1
+            text_ = ", ".join(map("({}, {}, {})".format, sid[at:end], lo[at:end], hi[at:end]))
+            yield sid[at:end], text_
+            at = end
+
+
+def sealed_until(latest_ms: I64) -> I64:
+    """Per series: buckets ending by this time are sealed (``SEALED_BLOCK_MS`` floor of the
+    newest point; the writer truncates towards zero, never earlier than this floor)."""
+    return latest_ms - np.mod(latest_ms, SEALED_BLOCK_MS)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """One resolution's kept buckets: the ranges of the scoring that read them (each clipped
+    to its sealed part, empty ones kept so that ranges pair up by position), and the buckets
+    in them, sorted by (series index, start)."""
+
+    sidx: I64  # per range
+    lo: I64
+    hi: I64
+    key: I64  # per bucket: (series index << TIME_BITS) + start
+    columns: Columns
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.sidx, self.lo, self.hi, self.key, *self.columns))
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    revision: I64  # per series index of the fleet
+    valid: B1  # the series had a revision (a ``series_latest`` row) when read
+    origin_day: I64  # per series: first data day (-1: none), from both resolutions
+    kept: dict[int, _Kept]
+
+    @property
+    def nbytes(self) -> int:
+        fixed = self.revision.nbytes + self.valid.nbytes + self.origin_day.nbytes
+        return fixed + sum(k.nbytes for k in self.kept.values())
+
+
+class RollupCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._chunks: OrderedDict[tuple[int, ...], _Chunk] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0  # buckets served from memory
+        self.misses = 0  # buckets read from the database
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def begin(self, series_id: I64, revision: I64, valid: B1, latest_ms: I64) -> ScoringReads:
+        """A scoring's reads of the fleet whose series are ``series_id`` (sorted), with their
+        revisions and newest times as just read (``valid``: the series has them)."""
+        key = tuple(series_id.tolist())
+        with self._lock:
+            old = self._chunks.get(key)
+            if old is not None:
+                self._chunks.move_to_end(key)
+        return ScoringReads(self, key, old, revision, valid, sealed_until(latest_ms))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._chunks.clear()
+            self._bytes = 0
+
+    def _put(self, key: tuple[int, ...], chunk: _Chunk) -> None:
+        size = chunk.nbytes
+        with self._lock:
+            old = self._chunks.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if size > self.max_bytes:
+                return
+            self._chunks[key] = chunk
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._chunks:
+                _, dropped = self._chunks.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+
+def _ordinals(sidx: I64) -> I64:
+    """Each entry's position among its series' entries (entries sorted by series)."""
+    n = sidx.shape[0]
+    if not n:
+        return np.empty(0, np.int64)
+    head = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+    sizes = np.diff(np.r_[head, n])
+    return np.arange(n, dtype=np.int64) - np.repeat(head, sizes)
+
+
+def _in_intervals(key: I64, lo: I64, hi: I64) -> B1:
+    """key[i] in some [lo[j], hi[j]) (intervals sorted, disjoint, non-empty)."""
+    if not lo.shape[0] or not key.shape[0]:
+        return np.zeros(key.shape[0], dtype=bool)
+    at = np.searchsorted(lo, key, side="right") - 1
+    inside = at >= 0
+    inside[inside] = key[inside] < hi[at[inside]]
+    return inside
+
+
+class ScoringReads:
+    """One scoring's use of the cache: ``origins`` and ``rollups`` serve what is kept and read
+    the rest through the callables given; ``finish`` keeps what this scoring read."""
+
+    def __init__(
+        self,
+        cache: RollupCache,
+        key: tuple[int, ...],
+        old: _Chunk | None,
+        revision: I64,
+        valid: B1,
+        sealed: I64,
+    ) -> None:
+        self.cache = cache
+        self.key = key
+        self.revision = revision
+        self.valid = valid
+        self.sealed = sealed
+        self.old = old
+        n = revision.shape[0]
+        if old is not None and old.revision.shape[0] == n:
+            self.fresh = old.valid & valid & (old.revision == revision)
+        else:
+            self.old, self.fresh = None, np.zeros(n, dtype=bool)
+        self._origin_day: I64 | None = None
+        self._kept: dict[int, _Kept] = {}
+
+    def origins(self, read: Callable[[I64], I64]) -> I64:
+        """Per series index: its first data day (-1: none); ``read(series indices)`` gives
+        them for the series whose kept value is missing or stale."""
+        n = self.revision.shape[0]
+        out = np.full(n, -1, dtype=np.int64)
+        stale = np.flatnonzero(~self.fresh)
+        if self.old is not None:
+            out[self.fresh] = self.old.origin_day[self.fresh]
+        if stale.shape[0]:
+            out[stale] = read(stale)
+        self._origin_day = out
+        return out
+
+    def rollups(
+        self, resolution_s: int, sidx: I64, ranges: Ranges, read: Callable[[Ranges], Columns]
+    ) -> tuple[I64, Columns]:
+        """The buckets of ``ranges`` (``sidx``: each range's series index), sorted by (series
+        index, start): kept ones from memory, the rest by ``read(ranges)``, which returns the
+        columns of the buckets plus, first, their series index."""
+        lo, hi = ranges.lo, ranges.hi
+        n = lo.shape[0]
+        kept = self.old.kept.get(resolution_s) if self.old is not None else None
+        ov_lo, ov_hi = hi.copy(), hi.copy()  # the part of each range served from memory
+        if kept is not None and n and kept.sidx.shape[0]:
+            # Ranges pair with kept ones by position within their series, when the series has
+            # as many ranges as then (the baseline's and the window's).
+            n_series = self.revision.shape[0]
+            same_count = np.bincount(sidx, minlength=n_series) == np.bincount(
+                kept.sidx, minlength=n_series
+            )
+            pos, kept_pos = _ordinals(sidx), _ordinals(kept.sidx)
+            width = int(max(pos.max(), kept_pos.max())) + 1
+            probe, kept_key = sidx * width + pos, kept.sidx * width + kept_pos
+            at = np.minimum(np.searchsorted(kept_key, probe), kept_key.shape[0] - 1)
+            k_lo, k_hi = np.maximum(lo, kept.lo[at]), np.minimum(hi, kept.hi[at])
+            ok = self.fresh[sidx] & same_count[sidx] & (kept_key[at] == probe) & (k_lo < k_hi)
+            ov_lo[ok], ov_hi[ok] = k_lo[ok], k_hi[ok]
+        served = ov_lo < ov_hi
+        # What is left: the part before the kept one, and after it (all of a range not served).
+        both = np.r_[np.arange(n), np.arange(n)]
+        m_lo = np.concatenate([lo, np.where(served, ov_hi, hi)])
+        m_hi = np.concatenate([np.where(served, ov_lo, hi), hi])
+        left = np.flatnonzero(m_lo < m_hi)
+        left = left[np.lexsort((m_lo[left], sidx[both[left]]))]
+        missing = Ranges(ranges.sid[both[left]], m_lo[left], m_hi[left])
+        parts: list[tuple[I64, Columns]] = []
+        if kept is not None and served.any():
+            base = sidx[served] << TIME_BITS
+            inside = _in_intervals(kept.key, base + ov_lo[served], base + ov_hi[served])
+            parts.append((kept.key[inside] >> TIME_BITS, [c[inside] for c in kept.columns]))
+            self.cache.hits += int(inside.sum())
+        if len(missing):
+            got_sidx, *got = read(missing)
+            parts.append((got_sidx, got))
+            self.cache.misses += int(got_sidx.shape[0])
+        if not parts:
+            out_sidx: I64 = np.empty(0, np.int64)
+            out: Columns = [np.empty(0, np.int64)] + [np.empty(0) for _ in range(N_COLUMNS - 1)]
+        elif len(parts) == 1:
+            out_sidx, out = parts[0]
+        else:
+            out_sidx = np.concatenate([p[0] for p in parts])
+            out = [np.concatenate([p[1][i] for p in parts]) for i in range(N_COLUMNS)]
+        key = (out_sidx << TIME_BITS) + out[0]
+        if key.shape[0] > 1 and np.any(key[1:] < key[:-1]):
+            order = np.argsort(key, kind="stable")
+            key, out_sidx, out = key[order], out_sidx[order], [c[order] for c in out]
+        # Keep this scoring's ranges, clipped to their sealed buckets (start + span ≤ sealed).
+        span = resolution_s * 1000
+        c_hi = np.maximum(np.minimum(hi, self.sealed[sidx] - span + 1), lo)
+        base = sidx << TIME_BITS
+        nonempty = c_hi > lo
+        inside = _in_intervals(key, (base + lo)[nonempty], (base + c_hi)[nonempty])
+        self._kept[resolution_s] = _Kept(
+            sidx=sidx.copy(), lo=lo.copy(), hi=c_hi, key=key[inside],
+            columns=[c[inside] for c in out],
+        )  # fmt: skip
+        return out_sidx, out
+
+    def finish(self) -> None:
+        """Keep what this scoring read (replacing the fleet's previous entry)."""
+        origin = self._origin_day
+        if origin is None:
+            return
+        chunk = _Chunk(self.revision, self.valid, origin, self._kept)
+        self.cache._put(self.key, chunk)
+
+
+# --- one cache per database engine -------------------------------------------------------------
+
+_DEFAULT_BUDGET_MB = 128.0
+_budget_bytes = int(_DEFAULT_BUDGET_MB * 1024 * 1024)
+_caches: weakref.WeakKeyDictionary[Any, RollupCache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
+
+
+def set_budget_mb(megabytes: float) -> None:
+    """The memory every engine's cache may hold from now on (0: no caching)."""
+    global _budget_bytes
+    _budget_bytes = int(max(megabytes, 0.0) * 1024 * 1024)
+    with _caches_lock:
+        for cache in _caches.values():
+            cache.max_bytes = _budget_bytes
+            cache.clear()
+
+
+def for_engine(engine: Any) -> RollupCache | None:
+    """The cache of this engine's database (None when caching is off)."""
+    if _budget_bytes <= 0:
+        return None
+    with _caches_lock:
+        cache = _caches.get(engine)
+        if cache is None:
+            cache = _caches[engine] = RollupCache(_budget_bytes)
+        return cache
+
+
+__all__: Sequence[str] = ["RollupCache", "Ranges", "ScoringReads", "for_engine", "set_budget_mb"]

@@ -1,0 +1,167 @@
+"""The scoring cache of sealed rollup buckets: the features it gives are the database's to the
+bit, whatever is written (in order, late, before the first data) or deleted by retention; and
+the store's revision that makes that so, on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import select
+
+from foresight.audit.schemas import Actor
+from foresight.kit.db import Database
+from foresight.models import SeriesLatest
+from foresight.prediction import rollup_cache
+from foresight.prediction.features import FeatureConfig, FeatureFrame
+from foresight.tenants import service as tenants_service
+from foresight.tenants.schemas import TenantUpdate
+from foresight.timeseries.retention import enforce
+from foresight.timeseries.store import SEALED_BLOCK_MS, write_arrays
+from tests.factories import Factory
+from tests.prediction.test_features import DAY_MS, HOUR_MS, MIN_MS, T0, Fleet
+
+CONFIG = FeatureConfig(windows_h=(24, 168), anomaly_windows_h=(24,), alert_windows_h=(24,))
+STEP = 15 * MIN_MS
+
+
+def revision(db: Database, series_id: int) -> int:
+    with db.transaction(write=False) as session:
+        return int(
+            session.scalar(select(SeriesLatest.revision).where(SeriesLatest.series_id == series_id))
+        )
+
+
+def write(db: Database, series_id: int, *ts: int) -> None:
+    with db.transaction() as session:
+        stamps = np.array(ts, dtype=np.int64)
+        write_arrays(session, np.full(len(ts), series_id), stamps, np.arange(len(ts)) + 1.0)
+
+
+def test_a_write_into_sealed_buckets_and_only_that_changes_the_revision(
+    db: Database, factory: Factory
+) -> None:
+    fleet = Fleet(db, factory.tenant().id)
+    fleet.asset("P-1", {"t": "°C"})
+    sid = fleet.series[("P-1", "t")]
+    block = T0 + 40 * SEALED_BLOCK_MS  # the start of a 6-hour block
+    write(db, sid, block + 3 * HOUR_MS)
+    first = revision(db, sid)
+    write(db, sid, block + 4 * HOUR_MS, block + 5 * HOUR_MS)  # newer
+    write(db, sid, block + 1 * HOUR_MS)  # late, inside the newest point's block
+    write(db, sid, block + 3 * HOUR_MS)  # a resend: nothing new
+    assert revision(db, sid) == first
+    write(db, sid, block - 1)  # before the block: a sealed bucket changes
+    second = revision(db, sid)
+    assert second != first
+    write(db, sid, block - 1, block + 6 * HOUR_MS)  # a resend of it, and a newer point
+    assert revision(db, sid) == second
+    # The newest point is in the next block now: the last one is sealed too.
+    write(db, sid, block + 2 * HOUR_MS)
+    assert revision(db, sid) not in (first, second)
+
+
+def _bits(frame: FeatureFrame) -> np.ndarray:
+    return frame.X.view(np.uint64)
+
+
+class Scoring:
+    """Scores the fleet as of its latest readings twice after each change: from what the cache
+    kept (warm), then from the database alone (cold: the cache emptied first)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        cache = rollup_cache.for_engine(fleet.db.engine)
+        assert cache is not None
+        self.cache = cache
+
+    def check(self, *, served: bool = True) -> FeatureFrame:
+        before = self.cache.hits
+        warm = self.fleet.build(CONFIG, as_of="latest")
+        hits = self.cache.hits - before
+        self.cache.clear()
+        cold = self.fleet.build(CONFIG, as_of="latest")
+        assert warm.asset_id.tolist() == cold.asset_id.tolist()
+        assert warm.as_of_ms.tolist() == cold.as_of_ms.tolist()
+        assert np.array_equal(_bits(warm), _bits(cold)), [
+            warm.specs[j].name for j in np.flatnonzero((_bits(warm) != _bits(cold)).any(axis=0))
+        ]
+        assert (hits > 0) == served
+        return warm
+
+
+def test_cached_scoring_is_the_databases_to_the_bit_through_every_kind_of_change(
+    db: Database, factory: Factory
+) -> None:
+    tenant = factory.tenant()
+    fleet = Fleet(db, tenant.id)
+    rng = np.random.default_rng(3)
+    for tag in ("P-1", "P-2"):
+        fleet.asset(tag, {"temperature": "°C", "vibration": "mm/s"})
+    end = T0 + 25 * DAY_MS + 14 * HOUR_MS + 20 * MIN_MS
+    ts = np.arange(T0 + 5 * MIN_MS, end, STEP)
+    for (tag, key), _sid in fleet.series.items():
+        level = 60.0 if key == "temperature" else 3.0
+        fleet.write(tag, key, ts, level + rng.normal(0, 1, ts.shape[0]))
+    scoring = Scoring(fleet)
+    scoring.check(served=False)  # nothing kept yet
+    first = scoring.check()  # unchanged: from memory, the same
+    assert first.as_of_ms.max() == ts[-1]
+
+    def more(tag: str, start: int, hours: float) -> None:
+        for key in ("temperature", "vibration"):
+            new = np.arange(start, start + int(hours * HOUR_MS), STEP)
+            fleet.write(tag, key, new, 50 + rng.normal(0, 1, new.shape[0]))
+
+    # In order: within the newest block, across a block boundary, into a new day.
+    more("P-1", int(ts[-1]) + STEP, 2)
+    scoring.check()
+    more("P-1", int(ts[-1]) + STEP + 2 * HOUR_MS, 4)
+    more("P-2", int(ts[-1]) + STEP, 11)
+    scoring.check()
+    # Late points: into a sealed hour of the 24 h window, a sealed day of the 168 h window,
+    # the early-life baseline, and before the first data (the baseline moves).
+    for late in (end - 20 * HOUR_MS, end - 4 * DAY_MS, T0 + 2 * DAY_MS + 7 * MIN_MS, T0 - DAY_MS):
+        fleet.write("P-1", "temperature", np.array([late]), np.array([500.0]))
+        scoring.check()
+    # Retention drops 1 h rollups older than a day: the days stand in for them.
+    with db.transaction() as session:
+        tenants_service.update(
+            session,
+            tenant_id=tenant.id,
+            data=TenantUpdate(settings={"retention_1h_days": 1}),
+            actor=Actor.system("test", tenant.id),
+        )
+    enforce(db, datetime.fromtimestamp((end + 12 * HOUR_MS) / 1000, UTC))
+    scoring.check(served=False)  # every series lost buckets: every one read again
+    scoring.check()
+    # Another sensor: another fleet, kept apart.
+    fleet.asset("P-3", {"temperature": "°C"})
+    fleet.write("P-3", "temperature", ts, 40 + rng.normal(0, 1, ts.shape[0]))
+    scoring.check(served=False)
+    scoring.check()
+
+
+def test_the_cache_keeps_within_its_budget(db: Database, factory: Factory) -> None:
+    fleet = Fleet(db, factory.tenant().id)
+    fleet.asset("P-1", {"temperature": "°C"})
+    ts = np.arange(T0, T0 + 12 * DAY_MS, HOUR_MS)
+    fleet.write("P-1", "temperature", ts, np.sin(ts / 1e7))
+    cache = rollup_cache.for_engine(db.engine)
+    assert cache is not None
+    fleet.build(CONFIG, as_of="latest")
+    assert len(cache) == 1 and cache.nbytes > 0
+    size = cache.nbytes
+    cache.max_bytes = size - 1  # too small for the entry: not kept
+    cache.clear()
+    fleet.build(CONFIG, as_of="latest")
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_a_zero_budget_turns_caching_off(db: Database) -> None:
+    try:
+        rollup_cache.set_budget_mb(0)
+        assert rollup_cache.for_engine(db.engine) is None
+    finally:
+        rollup_cache.set_budget_mb(128)
+    assert rollup_cache.for_engine(db.engine) is not None
