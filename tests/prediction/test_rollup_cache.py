@@ -75,12 +75,12 @@ class Scoring:
         assert cache is not None
         self.cache = cache
 
-    def check(self, *, served: bool = True) -> FeatureFrame:
+    def check(self, *, served: bool = True, **kwargs: object) -> FeatureFrame:
         before = self.cache.hits
-        warm = self.fleet.build(CONFIG, as_of="latest")
+        warm = self.fleet.build(CONFIG, as_of="latest", **kwargs)
         hits = self.cache.hits - before
         self.cache.clear()
-        cold = self.fleet.build(CONFIG, as_of="latest")
+        cold = self.fleet.build(CONFIG, as_of="latest", **kwargs)
         assert warm.asset_id.tolist() == cold.asset_id.tolist()
         assert warm.as_of_ms.tolist() == cold.as_of_ms.tolist()
         assert np.array_equal(_bits(warm), _bits(cold)), [
@@ -135,11 +135,54 @@ def test_cached_scoring_is_the_databases_to_the_bit_through_every_kind_of_change
     enforce(db, datetime.fromtimestamp((end + 12 * HOUR_MS) / 1000, UTC))
     scoring.check(served=False)  # every series lost buckets: every one read again
     scoring.check()
-    # Another sensor: another fleet, kept apart.
+    # Another asset: another fleet, its first scoring served the others' series from the
+    # entry that holds them.
     fleet.asset("P-3", {"temperature": "°C"})
     fleet.write("P-3", "temperature", ts, 40 + rng.normal(0, 1, ts.shape[0]))
-    scoring.check(served=False)
     scoring.check()
+    scoring.check()
+
+
+def test_one_assets_scoring_is_served_from_its_fleets_entry_to_the_bit(
+    db: Database, factory: Factory
+) -> None:
+    fleet = Fleet(db, factory.tenant().id)
+    rng = np.random.default_rng(5)
+    for tag in ("P-1", "P-2", "P-3"):
+        fleet.asset(tag, {"temperature": "°C", "vibration": "mm/s"})
+    end = T0 + 20 * DAY_MS + 9 * HOUR_MS
+    ts = np.arange(T0, end, STEP)
+    for (tag, key), _sid in fleet.series.items():
+        fleet.write(tag, key, ts, 50 + rng.normal(0, 1, ts.shape[0]))
+    scoring = Scoring(fleet)
+    cache = scoring.cache
+    cache.clear()
+    fleet.build(CONFIG, as_of="latest")  # the tenant's scoring: one entry for all three
+    one = [fleet.assets["P-2"]]
+    before = cache.hits
+    warm = fleet.build(CONFIG, as_of="latest", asset_ids=one)
+    assert cache.hits > before  # served from the fleet's entry
+    cache.clear()
+    cold = fleet.build(CONFIG, as_of="latest", asset_ids=one)
+    assert np.array_equal(_bits(warm), _bits(cold))
+    # A late point into one of P-2's sealed hours: that series read again, the other kept.
+    fleet.build(CONFIG, as_of="latest")
+    fleet.write("P-2", "vibration", np.array([end - 30 * HOUR_MS]), np.array([90.0]))
+    misses = cache.misses
+    scoring.check(asset_ids=one)
+    assert cache.misses > misses
+    # Scored apart (P-1 with P-3, P-2 alone), then all together: put together from both
+    # entries, whose series interleave in the fleet's order.
+    cache.clear()
+    fleet.build(CONFIG, as_of="latest", asset_ids=[fleet.assets["P-1"], fleet.assets["P-3"]])
+    fleet.build(CONFIG, as_of="latest", asset_ids=one)
+    assert len(cache) == 2
+    misses = cache.misses
+    scoring.check()
+    assembled = cache.misses - misses  # the warm build's, then the cold one's
+    misses = cache.misses
+    scoring.check()  # from its own entry now
+    assert cache.misses - misses == assembled  # no more read than from an entry of its own
 
 
 def test_the_cache_keeps_within_its_budget(db: Database, factory: Factory) -> None:

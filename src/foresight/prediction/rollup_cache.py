@@ -16,7 +16,9 @@ snapshot per statement), so a write that lands in between either shows in the bu
 moves the revision, and a bucket kept under a stale revision is never used.
 
 Entries are per fleet (the tuple of its series ids: a scheduler's tenant, a repeated batch, one
-asset), least recently used dropped first, within ``set_budget_mb`` (``scoring_cache_mb``).
+asset), least recently used dropped first, within ``set_budget_mb`` (``scoring_cache_mb``). A
+fleet without an entry of its own (one asset's request after the hourly scoring of its tenant)
+is served from the entries that hold its series: their parts are cut out and put together.
 """
 
 from __future__ import annotations
@@ -111,11 +113,57 @@ class _Chunk:
         fixed = self.revision.nbytes + self.valid.nbytes + self.origin_day.nbytes
         return fixed + sum(k.nbytes for k in self.kept.values())
 
+    def take(self, at: I64) -> _Chunk:
+        """The part of the series at these indices (in this order: index i of the new chunk
+        is series ``at[i]`` of this one)."""
+        new_index = np.full(self.revision.shape[0], -1, dtype=np.int64)
+        new_index[at] = np.arange(at.shape[0], dtype=np.int64)
+        kept = {}
+        for res, k in self.kept.items():
+            r = np.flatnonzero(new_index[k.sidx] >= 0)
+            b = np.flatnonzero(new_index[k.key >> TIME_BITS] >= 0)
+            start = k.key[b] & (TIME_LIMIT - 1)
+            key = (new_index[k.key[b] >> TIME_BITS] << TIME_BITS) + start
+            ranges = (new_index[k.sidx[r]], k.lo[r], k.hi[r])
+            kept[res] = _Kept(*ranges, key=key, columns=[c[b] for c in k.columns])
+        return _Chunk(self.revision[at], self.valid[at], self.origin_day[at], kept)
+
+    @classmethod
+    def assemble(cls, n: int, parts: Sequence[tuple[I64, _Chunk]]) -> _Chunk:
+        """One chunk of ``n`` series from parts (the new indices of a part's series, its
+        chunk in that order); a series no part has is invalid (read again)."""
+        revision = np.zeros(n, dtype=np.int64)
+        valid = np.zeros(n, dtype=bool)
+        origin = np.full(n, -1, dtype=np.int64)
+        for at, c in parts:
+            revision[at], valid[at], origin[at] = c.revision, c.valid, c.origin_day
+        kept: dict[int, _Kept] = {}
+        for res in {r for _, c in parts for r in c.kept}:
+            pieces = [(at, c.kept[res]) for at, c in parts if res in c.kept]
+            sidx = np.concatenate([at[k.sidx] for at, k in pieces])
+            lo = np.concatenate([k.lo for _, k in pieces])
+            hi = np.concatenate([k.hi for _, k in pieces])
+            key = np.concatenate(
+                [
+                    (at[k.key >> TIME_BITS] << TIME_BITS) + (k.key & (TIME_LIMIT - 1))
+                    for at, k in pieces
+                ]
+            )
+            columns = [np.concatenate([k.columns[i] for _, k in pieces]) for i in range(N_COLUMNS)]
+            r_order = np.lexsort((lo, sidx))  # stable: a series' ranges stay in their order
+            b_order = np.argsort(key, kind="stable")
+            kept[res] = _Kept(
+                sidx[r_order], lo[r_order], hi[r_order], key[b_order], [c[b_order] for c in columns]
+            )
+        return cls(revision, valid, origin, kept)
+
 
 class RollupCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._chunks: OrderedDict[tuple[int, ...], _Chunk] = OrderedDict()
+        # Per series id: the key of the newest entry holding it, and its index there.
+        self._holder: dict[int, tuple[tuple[int, ...], int]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = 0  # buckets served from memory
@@ -136,26 +184,55 @@ class RollupCache:
             old = self._chunks.get(key)
             if old is not None:
                 self._chunks.move_to_end(key)
+            else:
+                old = self._borrow(key)
         return ScoringReads(self, key, old, revision, valid, sealed_until(latest_ms))
+
+    def _borrow(self, key: tuple[int, ...]) -> _Chunk | None:
+        """The fleet's series cut out of the entries that hold them (None: none does)."""
+        by_holder: dict[tuple[int, ...], tuple[list[int], list[int]]] = {}
+        for i, sid in enumerate(key):
+            found = self._holder.get(sid)
+            if found is not None:
+                mine, theirs = by_holder.setdefault(found[0], ([], []))
+                mine.append(i)
+                theirs.append(found[1])
+        if not by_holder:
+            return None
+        parts = []
+        for holder, (mine, theirs) in by_holder.items():
+            self._chunks.move_to_end(holder)
+            at = np.asarray(theirs, dtype=np.int64)
+            parts.append((np.asarray(mine, dtype=np.int64), self._chunks[holder].take(at)))
+        return _Chunk.assemble(len(key), parts)
 
     def clear(self) -> None:
         with self._lock:
             self._chunks.clear()
+            self._holder.clear()
             self._bytes = 0
+
+    def _drop(self, key: tuple[int, ...], chunk: _Chunk) -> None:
+        self._bytes -= chunk.nbytes
+        for sid in key:
+            if self._holder.get(sid, (None,))[0] == key:
+                del self._holder[sid]
 
     def _put(self, key: tuple[int, ...], chunk: _Chunk) -> None:
         size = chunk.nbytes
         with self._lock:
             old = self._chunks.pop(key, None)
             if old is not None:
-                self._bytes -= old.nbytes
+                self._drop(key, old)
             if size > self.max_bytes:
                 return
             self._chunks[key] = chunk
             self._bytes += size
+            for i, sid in enumerate(key):
+                self._holder[sid] = (key, i)
             while self._bytes > self.max_bytes and self._chunks:
-                _, dropped = self._chunks.popitem(last=False)
-                self._bytes -= dropped.nbytes
+                dropped_key, dropped = self._chunks.popitem(last=False)
+                self._drop(dropped_key, dropped)
 
 
 def _ordinals(sidx: I64) -> I64:
