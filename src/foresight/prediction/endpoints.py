@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, Response
 
+from foresight.auth.rbac import Permission
 from foresight.kit.errors import Conflict, FieldError, InvalidInput
 from foresight.kit.schemas import UtcDatetime
 from foresight.prediction import service, serving
@@ -36,7 +37,15 @@ from foresight.prediction.schemas import (
     TrainRequest,
 )
 from foresight.prediction.service import PredictionRow
-from foresight.web.deps import DatabaseDep, ModelWriter, Reader, SessionDep, reads_only
+from foresight.web.deps import (
+    CallerDep,
+    DatabaseDep,
+    ModelWriter,
+    Reader,
+    SessionDep,
+    json_response,
+    reads_only,
+)
 
 router = APIRouter(tags=["prediction"])
 
@@ -129,21 +138,26 @@ def rollback_model(principal: ModelWriter, session: SessionDep) -> RollbackResul
 
 
 @router.get("/assets/{asset_id:uuid}/prediction", response_model=PredictionRead)
-def get_prediction(
-    asset_id: uuid.UUID,
-    principal: Reader,
-    session: SessionDep,
-    db: DatabaseDep,
-    request: Request,
-    background: BackgroundTasks,
-    refresh: Refresh = False,
-) -> PredictionRead:
+async def get_prediction(
+    asset_id: uuid.UUID, caller: CallerDep, request: Request, refresh: Refresh = False
+) -> Response:
     """The asset's current prediction: the stored one unless the asset has a newer reading or the
     champion changed since (then scored fresh and stored), or `refresh=true`."""
-    row, fresh = serving.current(db, session, principal.tenant_id, asset_id, refresh=refresh)
-    if fresh:
-        _publish_health(request, background, principal.tenant_id, [row])
-    return PredictionRead.of(row)
+    live = getattr(request.app.state, "live", None)
+
+    def work() -> Response:  # the request's whole blocking part, in one thread-pool call
+        db = caller.db
+        with db.transaction(write=False) as session:
+            principal = caller.authenticate(session, Permission.read)
+            row, fresh = serving.current(
+                db, session, principal.tenant_id, asset_id, refresh=refresh
+            )
+        if fresh and live is not None:  # stored (committed) by now
+            for aid, event in service.health_events([row]):
+                live.publish(principal.tenant_id, aid, event)
+        return json_response(PredictionRead.of(row))
+
+    return await caller.run(work)
 
 
 @router.get("/assets/{asset_id:uuid}/predictions", response_model=PredictionList)
