@@ -17,3 +17,20 @@ def test_bench_predict_runs_and_prints_the_figures() -> None:
     assert "service.predict, 12 assets, explanations" in out
     assert "service.predict, 12 assets, no explanations" in out
     assert "≤ 1 s for 1,000" in out
+
+
+def test_the_table_shows_single_requests_cold_and_warm_and_the_batches() -> None:
+    from foresight.prediction.bench import _predict_table
+
+    http = {
+        "fallback": False,
+        "single": {"cold": [10.0, 12.0, 30.0], "warm": [5.0, 6.0, 7.0]},
+        "batch": {"explain": [1.5, 0.9, 0.8], "plain": [0.7, 0.6, 0.65]},
+        "batch_assets": 1000,
+    }
+    lines = list(_predict_table("sqlite", [], http, 3, 3))
+    cold = next(line for line in lines if "fresh server, nothing kept" in line)
+    warm = next(line for line in lines if "after the fleet's scoring" in line)
+    assert cold.endswith("FAIL |") and warm.endswith("pass |")  # p99 30 vs 7 ms against 20
+    batch = next(line for line in lines if "1000 assets, explanations" in line)
+    assert "0.900 (0.800–1.500)" in batch and batch.endswith("pass |")
