@@ -116,15 +116,15 @@ class _Chunk:
     def take(self, at: I64) -> _Chunk:
         """The part of the series at these indices (in this order: index i of the new chunk
         is series ``at[i]`` of this one)."""
-        new_index = np.full(self.revision.shape[0], -1, dtype=np.int64)
-        new_index[at] = np.arange(at.shape[0], dtype=np.int64)
         kept = {}
         for res, k in self.kept.items():
-            r = np.flatnonzero(new_index[k.sidx] >= 0)
-            b = np.flatnonzero(new_index[k.key >> TIME_BITS] >= 0)
+            # Both sorted by series index: each series' part is a slice (found by bisection,
+            # so one asset out of a large fleet costs what its own buckets do).
+            r = _slices(k.sidx, at)
+            b = _slices(k.key, at << TIME_BITS, (at + 1) << TIME_BITS)
             start = k.key[b] & (TIME_LIMIT - 1)
-            key = (new_index[k.key[b] >> TIME_BITS] << TIME_BITS) + start
-            ranges = (new_index[k.sidx[r]], k.lo[r], k.hi[r])
+            key = (_new_index(k.key[b] >> TIME_BITS, at) << TIME_BITS) + start
+            ranges = (_new_index(k.sidx[r], at), k.lo[r], k.hi[r])
             kept[res] = _Kept(*ranges, key=key, columns=[c[b] for c in k.columns])
         return _Chunk(self.revision[at], self.valid[at], self.origin_day[at], kept)
 
@@ -190,17 +190,19 @@ class RollupCache:
 
     def _borrow(self, key: tuple[int, ...]) -> _Chunk | None:
         """The fleet's series cut out of the entries that hold them (None: none does)."""
-        by_holder: dict[tuple[int, ...], tuple[list[int], list[int]]] = {}
+        # Grouped by the holder's identity: a fleet's key is a long tuple, whose hash and
+        # equality cost as many steps as it has series.
+        by_holder: dict[int, tuple[tuple[int, ...], list[int], list[int]]] = {}
         for i, sid in enumerate(key):
             found = self._holder.get(sid)
             if found is not None:
-                mine, theirs = by_holder.setdefault(found[0], ([], []))
+                _, mine, theirs = by_holder.setdefault(id(found[0]), (found[0], [], []))
                 mine.append(i)
                 theirs.append(found[1])
         if not by_holder:
             return None
         parts = []
-        for holder, (mine, theirs) in by_holder.items():
+        for holder, mine, theirs in by_holder.values():
             self._chunks.move_to_end(holder)
             at = np.asarray(theirs, dtype=np.int64)
             parts.append((np.asarray(mine, dtype=np.int64), self._chunks[holder].take(at)))
@@ -215,7 +217,8 @@ class RollupCache:
     def _drop(self, key: tuple[int, ...], chunk: _Chunk) -> None:
         self._bytes -= chunk.nbytes
         for sid in key:
-            if self._holder.get(sid, (None,))[0] == key:
+            found = self._holder.get(sid)
+            if found is not None and found[0] is key:  # (not ==: see _borrow)
                 del self._holder[sid]
 
     def _put(self, key: tuple[int, ...], chunk: _Chunk) -> None:
@@ -233,6 +236,27 @@ class RollupCache:
             while self._bytes > self.max_bytes and self._chunks:
                 dropped_key, dropped = self._chunks.popitem(last=False)
                 self._drop(dropped_key, dropped)
+
+
+def _slices(sorted_: I64, lo: I64, hi: I64 | None = None) -> I64:
+    """Positions of the entries of ``sorted_`` in [lo[i], hi[i]) (``hi`` None: equal to lo),
+    in the order of the intervals."""
+    start = np.searchsorted(sorted_, lo, side="left")
+    end = np.searchsorted(sorted_, lo if hi is None else hi, side="right" if hi is None else "left")
+    sizes = end - start
+    total = int(sizes.sum())
+    if not total:
+        return np.empty(0, np.int64)
+    offsets = np.repeat(start - np.r_[0, np.cumsum(sizes)[:-1]], sizes)
+    positions: I64 = np.arange(total, dtype=np.int64) + offsets
+    return positions
+
+
+def _new_index(old: I64, at: I64) -> I64:
+    """Each old series index's position in ``at`` (every one of them is in it)."""
+    order = np.argsort(at, kind="stable")
+    found: I64 = order[np.searchsorted(at[order], old)].astype(np.int64)
+    return found
 
 
 def _ordinals(sidx: I64) -> I64:
