@@ -21,6 +21,7 @@ see. Alerts and anomaly minutes are inserted in bulk.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import queue
 import resource
@@ -425,6 +426,10 @@ def _service_batches(url: str, tenant_id: str, repeats: int, out: Any) -> None:
     db = Database.from_url(url)
     tid = uuid.UUID(tenant_id)
     rows = service.predict(db, tid, store=False)
+    # As `foresight serve` does once started (web.app's lifespan): what exists now is out of
+    # the collector's sight, so a full collection does not walk it in the middle of a batch.
+    gc.collect()
+    gc.freeze()
     fallback = sum(r.fallback for r in rows)
     ids = [r.asset_id for r in rows]
     figures: dict[str, list[float]] = {"explain": [], "plain": []}

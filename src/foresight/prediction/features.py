@@ -99,7 +99,6 @@ from foresight.models import (
     MaintenanceRecord,
     MaintenanceStatus,
     Sensor,
-    SeriesLatest,
     Severity,
 )
 from foresight.prediction import labels, rollup_cache
@@ -594,9 +593,8 @@ _FLEET_STATEMENTS = {
     for by_id in (False, True)
     for by_key in (False, True)
 }
-_LATEST = select(SeriesLatest.series_id, SeriesLatest.ts_ms, SeriesLatest.revision).where(
-    SeriesLatest.series_id.in_(_IDS)
-)
+_LATEST_SQL = "SELECT series_id, ts_ms, revision FROM series_latest WHERE series_id IN ({})"
+_LATEST_PER_STATEMENT = 20_000
 _MAINTENANCE_EVENTS = select(
     MaintenanceRecord.asset_id,
     MaintenanceRecord.kind,
@@ -1457,8 +1455,11 @@ def _latest_ms(session: Session, fleet: _Fleet) -> _Latest:
         has=np.zeros(n, dtype=bool),
     )
     conn = session.connection()
-    for chunk in chunks(fleet.series_id.tolist()):
-        rows = conn.execute(_LATEST, {"ids": list(chunk)}).all()
+    # The ids inlined (integers from our own query), many a statement: a bound IN list of
+    # 500 a statement is 20 statements for 10,000 series, 100 ms on PostgreSQL against 30.
+    for chunk in chunks(fleet.series_id.tolist(), _LATEST_PER_STATEMENT):
+        ids = ", ".join(map(str, map(int, chunk)))
+        rows = conn.execute(text(_LATEST_SQL.format(ids))).all()
         if rows:
             got = np.array(list(map(tuple, rows)), dtype=np.int64).reshape(-1, 3)
             at = np.searchsorted(fleet.series_id, got[:, 0])
