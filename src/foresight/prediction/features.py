@@ -118,9 +118,11 @@ WINDOW_STATS = (
     "mean", "std", "min", "max", "slope", "baseline_delta", "baseline_ratio", "baseline_z",
 )  # fmt: skip
 SENSOR_STATS = ("last", "ewma")
-# Ranges (about series) per statement when reading rollups for scoring; PostgreSQL's training
-# read takes 100 series' years a statement (bounds the memory of one fetch, too).
-_PG_RANGES_PER_STATEMENT = 100
+# Ranges (about series) per statement when reading rollups for scoring (PostgreSQL, 1,000
+# assets × 10 sensors: 1,000 a statement against 100 is 317 → 267 ms warm, 786 → 698 ms cold);
+# PostgreSQL's training read takes 100 series' years a statement (bounds one fetch's memory).
+_PG_RANGES_PER_STATEMENT = 1000
+_PG_SERIES_PER_TRAINING_STATEMENT = 100
 _SQLITE_RANGES_PER_STATEMENT = 300
 
 
@@ -723,13 +725,15 @@ def _fetch_rollups(
     """
     raw: Any = session.connection().connection.dbapi_connection
     sqlite_per_statement = _SQLITE_RANGES_PER_STATEMENT
+    pg_per_statement = _PG_RANGES_PER_STATEMENT
     if ranges is None:  # training: every bucket, on SQLite a series a statement
         ranges, sqlite_per_statement = Ranges.everything(fleet.series_id), 1
+        pg_per_statement = _PG_SERIES_PER_TRAINING_STATEMENT
     postgres = session.get_bind().dialect.name == "postgresql"
 
     def read(which: Ranges) -> list[npt.NDArray[Any]]:
         if postgres:
-            parts = _fetch_postgres(raw, resolution_s, which)
+            parts = _fetch_postgres(raw, resolution_s, which, pg_per_statement)
         else:
             parts = _fetch_sqlite(raw, resolution_s, which, sqlite_per_statement)
         if not parts:
@@ -768,11 +772,11 @@ def _fetch_rollups(
 _Part = tuple[I64, list[npt.NDArray[Any]]]
 
 
-def _fetch_postgres(raw: Any, resolution_s: int, ranges: Ranges) -> list[_Part]:
+def _fetch_postgres(raw: Any, resolution_s: int, ranges: Ranges, per_statement: int) -> list[_Part]:
     """One row per range, its buckets packed into one bytea by an index scan (in index order,
     which the caller checks: it sorts if need be); a statement's rows read as one array."""
     parts: list[_Part] = []
-    for sids, values in ranges.values(_PG_RANGES_PER_STATEMENT):
+    for sids, values in ranges.values(per_statement):
         sql = (
             f"SELECT (SELECT {_PG_PACK} FROM readings_rollup r WHERE r.series_id = q.sid"
             f" AND r.resolution_s = {int(resolution_s)} AND r.bucket_ms >= q.lo"
