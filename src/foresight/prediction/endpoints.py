@@ -14,6 +14,7 @@ from http import HTTPStatus
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Body, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from foresight.auth.rbac import Permission
 from foresight.kit.errors import Conflict, FieldError, InvalidInput
@@ -157,7 +158,7 @@ async def get_prediction(
                 live.publish(principal.tenant_id, aid, event)
         return json_response(PredictionRead.of(row))
 
-    return await caller.run(work)
+    return await run_in_threadpool(work)
 
 
 @router.get("/assets/{asset_id:uuid}/predictions", response_model=PredictionList)

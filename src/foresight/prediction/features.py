@@ -566,11 +566,6 @@ class _Buckets:
 _BUCKET_FIELDS = ("sidx", "start", "end", "count", "mean", "m2", "min", "max", "last")
 
 
-def _empty_buckets() -> _Buckets:
-    i, f = np.empty(0, np.int64), np.empty(0, np.float64)
-    return _Buckets(i, i, i, f, f, f, f, f, f)
-
-
 # Statements of the scoring path built once (bind parameters, compiled once per dialect):
 # building a statement costs more than SQLite takes to run it for one asset.
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
