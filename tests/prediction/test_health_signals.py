@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from foresight.kit.db import Database
 from foresight.maintenance import service as maintenance_service
@@ -17,11 +18,12 @@ from foresight.models import (
     AnomalyScore,
     Asset,
     Criticality,
+    HealthScoreDay,
     Prediction,
     Severity,
     Tenant,
 )
-from foresight.prediction import service
+from foresight.prediction import service, signals
 from foresight.prediction.health import HealthInputs, health, trend_per_week
 from foresight.timeseries.store import write_arrays
 from tests.factories import Factory
@@ -159,6 +161,8 @@ def _stored(db: Database, tenant: Tenant, asset_id: uuid.UUID, as_of: datetime,
                 top_factors=[],
             )
         )
+        if score is not None:  # as service.predict stores them
+            signals.record_scores(session, tenant.id, [(asset_id, as_of, score)])
 
 
 def test_trend_is_the_slope_of_the_stored_scores_and_the_new_one(
@@ -261,3 +265,63 @@ def test_each_asset_is_measured_at_its_own_time_in_one_batch(db: Database, tenan
         [90.0, 91.0, 92.0, live.health_score],
     )
     assert live.health_trend == pytest.approx(want_live, abs=0.011)
+
+
+def _day_sums(db: Database, tenant: Tenant) -> dict[tuple[uuid.UUID, int], tuple[float, ...]]:
+    with db.transaction(write=False) as session:
+        rows = session.scalars(
+            select(HealthScoreDay).where(HealthScoreDay.tenant_id == tenant.id)
+        ).all()
+        return {
+            (r.asset_id, r.day): (r.n, r.sum_x, r.sum_y, r.sum_xx, r.sum_xy, r.min_x, r.max_x)
+            for r in rows
+        }
+
+
+def _sums_of_predictions(
+    db: Database, tenant: Tenant
+) -> dict[tuple[uuid.UUID, int], tuple[float, ...]]:
+    """What ``health_score_days`` should hold: the stored predictions summed per asset and day."""
+    points: dict[tuple[uuid.UUID, int], list[tuple[float, float]]] = {}
+    with db.transaction(write=False) as session:
+        for p in session.scalars(select(Prediction).where(Prediction.tenant_id == tenant.id)):
+            if p.as_of is None or p.health_score is None:
+                continue
+            day, into = divmod(int(p.as_of.timestamp() * 1000), DAY_MS)
+            points.setdefault((p.asset_id, day), []).append((into / DAY_MS, p.health_score))
+    return {
+        key: (
+            len(xy),
+            sum(x for x, _ in xy),
+            sum(y for _, y in xy),
+            sum(x * x for x, _ in xy),
+            sum(x * y for x, y in xy),
+            min(x for x, _ in xy),
+            max(x for x, _ in xy),
+        )
+        for key, xy in points.items()
+    }
+
+
+def test_storing_many_keeps_the_assets_scores_and_the_daily_sums(
+    db: Database, tenant: Tenant
+) -> None:
+    """More assets than the few bound one by one: the scores set in one statement, and the
+    trend's daily sums always the stored predictions' own."""
+    ids = [_asset(db, tenant, f"P{i:02d}") for i in range(24)]
+    _alert(db, tenant, ids[3], Severity.critical)
+    first = service.predict(db, tenant.id)
+    with db.transaction(write=False) as session:
+        scores = dict(session.execute(select(Asset.id, Asset.health_score)).all())
+    assert scores == {r.asset_id: r.health_score for r in first}
+    assert scores[ids[3]] is not None and scores[ids[3]] < scores[ids[0]]  # type: ignore[operator]
+    _alert(db, tenant, ids[5], Severity.emergency)
+    service.predict(db, tenant.id)  # the same day again: the rows add up
+    want = _sums_of_predictions(db, tenant)
+    got = _day_sums(db, tenant)
+    assert set(got) == set(want) and len(got) == 24
+    for key, sums in want.items():
+        assert got[key][0] == sums[0] == 2
+        assert got[key][1:] == pytest.approx(sums[1:], rel=1e-12, abs=1e-12)
+    with db.transaction(write=False) as session:
+        assert session.get_one(Asset, ids[5]).health_score < scores[ids[5]]  # type: ignore[operator]

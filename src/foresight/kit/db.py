@@ -69,6 +69,15 @@ class TimestampMixin:
 IN_LIST_MAX = 500
 
 
+def uuid_literal(dialect: str, value: uuid.UUID) -> str:
+    """``value`` as an SQL literal of the backend's UUID column (PostgreSQL: a cast; SQLite:
+    the stored hex), for statements that inline many ids rather than bind one parameter each.
+    Only a :class:`uuid.UUID` is accepted, so nothing but hex digits and dashes is inlined."""
+    if not isinstance(value, uuid.UUID):
+        raise TypeError(f"not a UUID: {value!r}")
+    return f"CAST('{value}' AS UUID)" if dialect == "postgresql" else f"'{value.hex}'"
+
+
 def chunks(items: Sequence[Any], size: int = IN_LIST_MAX) -> Iterable[Sequence[Any]]:
     """``items`` in consecutive slices of at most ``size`` (for ``IN`` lists of bounded length)."""
     for start in range(0, len(items), size):

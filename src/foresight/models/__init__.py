@@ -26,6 +26,7 @@ from foresight.models.notifications import (
 )
 from foresight.models.prediction import (
     FeedbackVerdict,
+    HealthScoreDay,
     JobStatus,
     ModelStatus,
     ModelVersion,
@@ -43,6 +44,7 @@ __all__ = [
     "ModelStatus",
     "JobStatus",
     "FeedbackVerdict",
+    "HealthScoreDay",
     "ActorType",
     "Alert",
     "AlertRule",

@@ -141,6 +141,28 @@ class Prediction(IdMixin, Base):
     top_factors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
 
 
+class HealthScoreDay(Base):
+    """Per asset and UTC day of ``as_of``, the sums of its stored predictions' health scores
+    that the trend's least squares need (x: days since that day's midnight, y: the score),
+    kept by ``prediction.signals.record_scores`` as predictions are stored: the trend reads
+    at most a row a day of its window, however often the asset is scored."""
+
+    __tablename__ = "health_score_days"
+
+    asset_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("assets.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)  # days since 1970-01-01 UTC
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    n: Mapped[int] = mapped_column(Integer)
+    sum_x: Mapped[float] = mapped_column(Float)
+    sum_y: Mapped[float] = mapped_column(Float)
+    sum_xx: Mapped[float] = mapped_column(Float)
+    sum_xy: Mapped[float] = mapped_column(Float)
+    min_x: Mapped[float] = mapped_column(Float)
+    max_x: Mapped[float] = mapped_column(Float)
+
+
 class PredictionFeedback(IdMixin, TimestampMixin, Base):
     """A user's verdict on a prediction or an anomaly alert (fed to the next training run)."""
 

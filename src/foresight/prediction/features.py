@@ -85,10 +85,10 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import BindParameter, String, bindparam, select, text, type_coerce
+from sqlalchemy import BindParameter, String, bindparam, cast, select, text, type_coerce
 from sqlalchemy.orm import Session
 
-from foresight.kit.db import Database, chunks
+from foresight.kit.db import Database, chunks, uuid_literal
 from foresight.kit.time import as_utc, from_ms
 from foresight.models import (
     Alert,
@@ -572,10 +572,11 @@ _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _FLEET_ASSETS = select(
     Asset.id, Asset.tag, Asset.type, Asset.criticality, Asset.install_date
 ).where(Asset.tenant_id == bindparam("tenant"))
-# The sensors' asset ids as the driver returns them (SQLite: hex text), matched against both
-# spellings of the assets' ids: one UUID made a sensor is most of reading ten thousand.
+# The sensors' asset ids as text (SQLite: the stored hex; PostgreSQL: the canonical form),
+# matched against both spellings of the assets' ids: a UUID made (and hashed) per sensor is
+# most of reading ten thousand.
 _FLEET_SENSORS = select(
-    type_coerce(Sensor.asset_id, String).label("asset_id"),
+    type_coerce(cast(Sensor.asset_id, String), String).label("asset_id"),
     Sensor.key,
     Sensor.unit,
     Sensor.series_id,
@@ -641,23 +642,22 @@ def _load_fleet(
             asset_rows += conn.execute(asset_stmt, {**params, "ids": list(chunk)}).all()
             sensor_rows += conn.execute(sensor_stmt, {**params, "ids": list(chunk)}).all()
     asset_rows.sort(key=lambda r: (r.tag, str(r.id)))
-    index: dict[Any, int] = {row.id: i for i, row in enumerate(asset_rows)}
-    index.update((row.id.hex, i) for i, row in enumerate(asset_rows))
-    keys = (
-        list(sensor_keys)
-        if sensor_keys is not None
-        else sorted({r.key for r in sensor_rows if r.asset_id in index})
-    )
+    index: dict[str, int] = {}
+    for i, row in enumerate(asset_rows):
+        index[str(row.id)] = index[row.id.hex] = i
+    # Plain tuples (asset index, key, unit, series id) of the fleet's sensors.
+    mine = [(index[a], key, unit, sid) for a, key, unit, sid in sensor_rows if a in index]
+    keys = list(sensor_keys) if sensor_keys is not None else sorted({m[1] for m in mine})
     key_index = {k: i for i, k in enumerate(keys)}
     units: list[Counter[str]] = [Counter() for _ in keys]
-    series = sorted(
-        (int(r.series_id), index[r.asset_id], key_index[r.key])
-        for r in sensor_rows
-        if r.asset_id in index and r.key in key_index
-    )
-    for r in sensor_rows:
-        if r.asset_id in index and r.key in key_index and r.unit:
-            units[key_index[r.key]][r.unit] += 1
+    series = []
+    for a, key, unit, sid in mine:
+        k = key_index.get(key)
+        if k is not None:
+            series.append((int(sid), a, k))
+            if unit:
+                units[k][unit] += 1
+    series.sort()
     columns = np.array(series, dtype=np.int64).reshape(-1, 3)
     return _Fleet(
         asset_ids=[row.id for row in asset_rows],
@@ -1304,6 +1304,11 @@ def _load_events(
     )
 
 
+# Scoring rows a counting statement (inlined, so no parameter limit): the alerts' join reads
+# the tenant's alerts once a statement.
+_COUNTS_ROWS_PER_STATEMENT = 2000
+
+
 def _scoring_counts(
     session: Session,
     tenant_id: uuid.UUID,
@@ -1315,7 +1320,8 @@ def _scoring_counts(
     """Scoring rows' anomaly minutes and alerts per window, counted by the database (one row per
     asset comes back, not every event): the same counts as ``labels.count_in_window`` over
     ``_load_events``. Ids and times are inlined: they come from our own queries."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
+    postgres = dialect == "postgresql"
     out = {f"anomaly_minutes__{w}h": np.zeros(rows_t.shape[0]) for w in config.anomaly_windows_h}
     for w in config.alert_windows_h:
         for severity in SEVERITIES:
@@ -1326,7 +1332,7 @@ def _scoring_counts(
         row_of[fleet.asset_ids[a]] = row_of[fleet.asset_ids[a].hex] = i
 
     def ident(asset_id: uuid.UUID) -> str:
-        return f"CAST('{asset_id}' AS UUID)" if postgres else f"'{asset_id.hex}'"
+        return uuid_literal(dialect, asset_id)
 
     def stamp(ms: int) -> str:
         when = from_ms(ms)
@@ -1337,7 +1343,7 @@ def _scoring_counts(
     rows = list(zip(rows_asset.tolist(), rows_t.tolist(), strict=True))
     minute_w = config.anomaly_windows_h
     alert_w = config.alert_windows_h
-    for chunk in chunks(rows):
+    for chunk in chunks(rows, _COUNTS_ROWS_PER_STATEMENT):
         values = ", ".join(f"({ident(fleet.asset_ids[a])}, {int(t)})" for a, t in chunk)
         # A minute counts once it is over: minute + 1 min in (t - W, t]. One index range per
         # asset and window, read in order (distinct minutes without a sort: several times

@@ -60,6 +60,7 @@ Explanations (:func:`contributions`)
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -943,15 +944,32 @@ class Factor:
     value: float  # the feature's value in that row (NaN = missing)
 
 
-@dataclass(frozen=True)
 class Contributions:
-    """TreeSHAP values ``[n, k + 1]``; the last column is the model's expected value."""
+    """TreeSHAP values ``[n, k + 1]`` (the last column is the model's expected value) of the RUL
+    model and of the ``horizon`` classifier, each computed when first asked for: serving
+    explains failure risk only, and TreeSHAP of the RUL model is more than half the cost."""
 
-    feature_names: list[str]
-    horizon: int
-    rul: F64  # days: rows sum to the (unclipped) RUL prediction
-    failure: F64  # log-odds of the ``horizon`` classifier (before calibration)
-    X: F64
+    def __init__(self, bundle: ModelBundle, X: F64, *, num_threads: int = 1) -> None:
+        self.feature_names: list[str] = bundle.feature_names
+        self.horizon: int = bundle.explain_horizon
+        self.X = X
+        self._bundle = bundle
+        self._threads = num_threads
+
+    def _shap(self, booster: Any) -> F64:
+        return np.asarray(
+            booster.predict(self.X, pred_contrib=True, num_threads=self._threads), np.float64
+        )
+
+    @functools.cached_property
+    def rul(self) -> F64:
+        """Days: rows sum to the (unclipped) RUL prediction."""
+        return self._shap(self._bundle.rul_point)
+
+    @functools.cached_property
+    def failure(self) -> F64:
+        """Log-odds of the ``horizon`` classifier (before calibration)."""
+        return self._shap(self._bundle.classifiers[self.horizon])
 
     def top(
         self, row: int, k: int = 5, target: Literal["rul", "failure"] = "failure"
@@ -961,16 +979,7 @@ class Contributions:
 
 
 def contributions(bundle: ModelBundle, X: npt.ArrayLike, *, num_threads: int = 1) -> Contributions:
-    a = _as_matrix(bundle, X)
-    threads = num_threads
-    h = bundle.explain_horizon
-    rul = np.asarray(
-        bundle.rul_point.predict(a, pred_contrib=True, num_threads=threads), np.float64
-    )
-    fail = np.asarray(
-        bundle.classifiers[h].predict(a, pred_contrib=True, num_threads=threads), np.float64
-    )
-    return Contributions(bundle.feature_names, h, rul, fail, a)
+    return Contributions(bundle, _as_matrix(bundle, X), num_threads=num_threads)
 
 
 def top_factors(

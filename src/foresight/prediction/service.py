@@ -41,12 +41,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import BindParameter, bindparam, insert, select, update
+from sqlalchemy import BindParameter, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
 from foresight.audit.schemas import Actor
-from foresight.kit.db import Database, chunks
+from foresight.kit.db import Database, UTCDateTime, chunks, uuid_literal
 from foresight.kit.errors import NotFound
 from foresight.kit.time import as_utc, from_ms, utcnow
 from foresight.live.events import Event, health_event
@@ -683,6 +683,7 @@ _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _ASSETS_BY_ID = select(Asset).where(Asset.tenant_id == bindparam("tenant"), Asset.id.in_(_IDS))
 _HEALTH_SCORES = select(Asset.id, Asset.health_score).where(Asset.id.in_(_IDS))
 _INSERT_PREDICTIONS = insert(Prediction)
+_FEW_CHANGES = 20
 _SET_HEALTH_SCORE = (
     update(Asset).where(Asset.id == bindparam("asset_id")).values(health_score=bindparam("score"))
 )
@@ -700,13 +701,35 @@ def _store(session: Session, tenant_id: uuid.UUID, rows: Sequence[PredictionRow]
             (aid, score) for aid, score in conn.execute(_HEALTH_SCORES, {"ids": list(chunk)})
         )
     conn.execute(_INSERT_PREDICTIONS, [r.to_values(tenant_id) for r in rows])
-    changes = []
+    signals.record_scores(
+        session,
+        tenant_id,
+        [
+            (r.asset_id, r.as_of, r.health_score)
+            for r in rows
+            if r.as_of is not None and r.health_score is not None
+        ],
+    )
+    changes: list[tuple[uuid.UUID, float]] = []
     for r in rows:
         r.previous_health_score = previous.get(r.asset_id)
         if r.health_score is not None and r.health_score != r.previous_health_score:
-            changes.append({"asset_id": r.asset_id, "score": r.health_score})
-    if changes:
-        conn.execute(_SET_HEALTH_SCORE, changes)
+            changes.append((r.asset_id, r.health_score))
+    # Many: one statement a thousand rows (an executemany is a statement each); a few, or a
+    # score no literal spells, bound.
+    many = len(changes) > _FEW_CHANGES
+    bulk = [c for c in changes if many and math.isfinite(c[1])]
+    bound = [{"asset_id": a, "score": v} for a, v in changes if not (many and math.isfinite(v))]
+    if bound:
+        conn.execute(_SET_HEALTH_SCORE, bound)
+    dialect = conn.dialect.name
+    for chunk in chunks(bulk, 1000):
+        values = ", ".join(f"({uuid_literal(dialect, a)}, {float(v)!r})" for a, v in chunk)
+        statement = text(
+            f"WITH v (id, score) AS (VALUES {values}) UPDATE assets"
+            " SET health_score = v.score, updated_at = :now FROM v WHERE assets.id = v.id"
+        ).bindparams(bindparam("now", type_=UTCDateTime()))
+        conn.execute(statement, {"now": utcnow()})
 
 
 def health_events(rows: Sequence[PredictionRow]) -> list[tuple[uuid.UUID, Event]]:

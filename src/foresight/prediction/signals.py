@@ -31,20 +31,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     BindParameter,
-    ColumnElement,
-    Float,
-    Select,
     and_,
     bindparam,
-    cast,
     func,
     or_,
     select,
+    text,
 )
 from sqlalchemy.orm import Session
 
+from foresight.kit.db import chunks, uuid_literal
 from foresight.kit.time import as_utc, from_ms
 from foresight.models import (
     Alert,
@@ -54,7 +51,6 @@ from foresight.models import (
     MaintenanceKind,
     MaintenanceRecord,
     MaintenanceStatus,
-    Prediction,
     Sensor,
     SeriesLatest,
 )
@@ -148,13 +144,6 @@ _MAINTENANCE = select(
 )
 
 
-def _epoch_days(session: Session, column: Any) -> ColumnElement[Any]:
-    """``column`` as days since the epoch, in the database's own arithmetic."""
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(func.extract("epoch", column), Float) / DAY_S
-    return cast(func.julianday(column), Float) - 2440587.5
-
-
 def gather(
     session: Session, assets: Sequence[Asset], times: Mapping[uuid.UUID, datetime]
 ) -> dict[uuid.UUID, AssetSignals]:
@@ -210,48 +199,74 @@ def gather(
     return out
 
 
-def _day_number(session: Session, column: Any) -> ColumnElement[Any]:
-    """The UTC day of ``column`` as a day number since the epoch."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.floor(cast(func.extract("epoch", column), Float) / DAY_S)
-    return cast(cast(func.julianday(column), Float) - 2440587.5, BigInteger)
+DAY_MS = 86_400_000
+# Rows an upsert or a trend statement: values inlined (ids, integers and finite floats).
+_ROWS_PER_STATEMENT = 1000
+_UPSERT = (
+    "INSERT INTO health_score_days"
+    " (asset_id, day, tenant_id, n, sum_x, sum_y, sum_xx, sum_xy, min_x, max_x) VALUES {values}"
+    " ON CONFLICT (asset_id, day) DO UPDATE SET n = health_score_days.n + excluded.n,"
+    " sum_x = health_score_days.sum_x + excluded.sum_x,"
+    " sum_y = health_score_days.sum_y + excluded.sum_y,"
+    " sum_xx = health_score_days.sum_xx + excluded.sum_xx,"
+    " sum_xy = health_score_days.sum_xy + excluded.sum_xy,"
+    " min_x = {least}(health_score_days.min_x, excluded.min_x),"
+    " max_x = {greatest}(health_score_days.max_x, excluded.max_x)"
+)
+_EXTREMES = {"postgresql": ("LEAST", "GREATEST"), "sqlite": ("min", "max")}
 
 
-_TREND: dict[str, Select[Any]] = {}
-
-
-def _trend_statement(session: Session) -> Select[Any]:
-    """Per asset and UTC day of ``as_of``, the trend sums of the stored scores (x in days from
-    ``:ref_days``), built once per dialect."""
-    dialect = session.get_bind().dialect.name
-    found = _TREND.get(dialect)
-    if found is None:
-        x = _epoch_days(session, Prediction.as_of) - bindparam("ref_days", type_=Float)
-        y = Prediction.health_score
-        day = _day_number(session, Prediction.as_of)
-        found = _TREND[dialect] = (
-            select(
-                Prediction.asset_id,
-                day,
-                func.count(),
-                func.sum(x),
-                func.sum(y),
-                func.sum(x * x),
-                func.sum(x * y),
-                func.min(x),
-                func.max(x),
-            )
-            .where(
-                Prediction.tenant_id == bindparam("tenant"),
-                Prediction.asset_id.in_(_IDS),
-                Prediction.health_score.is_not(None),
-                Prediction.as_of.is_not(None),
-                Prediction.as_of >= bindparam("lo"),
-                Prediction.as_of <= bindparam("hi"),
-            )
-            .group_by(Prediction.asset_id, day)
+def record_scores(
+    session: Session, tenant_id: uuid.UUID, scores: Sequence[tuple[uuid.UUID, datetime, float]]
+) -> None:
+    """Add stored predictions' (asset, as_of, health score) to ``health_score_days``, in the
+    transaction that stores them. Rows go in (asset, day) order, so concurrent scorings of one
+    fleet take the rows' locks in the same order."""
+    sums: dict[tuple[uuid.UUID, int], list[float]] = {}
+    for asset_id, as_of, y in scores:
+        if not math.isfinite(y):
+            continue
+        ms = int(as_utc(as_of).timestamp() * 1000)
+        day, into = divmod(ms, DAY_MS)
+        x = into / DAY_MS
+        acc = sums.get((asset_id, day))
+        if acc is None:
+            sums[(asset_id, day)] = [1, x, y, x * x, x * y, x, x]
+        else:
+            acc[0] += 1
+            acc[1] += x
+            acc[2] += y
+            acc[3] += x * x
+            acc[4] += x * y
+            acc[5] = min(acc[5], x)
+            acc[6] = max(acc[6], x)
+    if not sums:
+        return
+    conn = session.connection()
+    dialect = conn.dialect.name
+    least, greatest = _EXTREMES[dialect]
+    tenant = uuid_literal(dialect, tenant_id)
+    keys = sorted(sums)
+    for chunk in chunks(keys, _ROWS_PER_STATEMENT):
+        values = ", ".join(
+            f"({uuid_literal(dialect, a)}, {int(d)}, {tenant}, {int(sums[(a, d)][0])}, "
+            + ", ".join(repr(float(v)) for v in sums[(a, d)][1:])
+            + ")"
+            for a, d in chunk
         )
-    return found
+        conn.execute(text(_UPSERT.format(values=values, least=least, greatest=greatest)))
+
+
+_TREND_SQL = (
+    "WITH q (aid, t_days, lo_day, hi_day) AS (VALUES {values})"
+    " SELECT q.aid, sum(h.n), sum(h.sum_x + h.n * (h.day - q.t_days)), sum(h.sum_y),"
+    " sum(h.sum_xx + 2 * (h.day - q.t_days) * h.sum_x"
+    " + h.n * (h.day - q.t_days) * (h.day - q.t_days)),"
+    " sum(h.sum_xy + (h.day - q.t_days) * h.sum_y),"
+    " min(h.min_x + (h.day - q.t_days)), max(h.max_x + (h.day - q.t_days))"
+    " FROM q JOIN health_score_days h ON h.asset_id = q.aid AND h.tenant_id = {tenant}"
+    " AND h.day >= q.lo_day AND h.day <= q.hi_day GROUP BY q.aid"
+)
 
 
 def _trend_sums(
@@ -260,55 +275,31 @@ def _trend_sums(
     out: dict[uuid.UUID, AssetSignals],
     times: Mapping[uuid.UUID, datetime],
 ) -> None:
-    """Per asset, sums over its stored scores of the trend window up to its time: the UTC days
-    from the one ``TREND_WINDOW_DAYS`` before its time to its time's own.
+    """Per asset, sums over its stored scores of the trend window up to its time (the UTC days
+    from the one ``TREND_WINDOW_DAYS`` before its time to its time's own), with x in days from
+    its time: one row per asset, added up by the database from ``health_score_days``.
 
-    One query for every asset whatever their times: the sums come back per asset and UTC day
-    (x in days from the latest of the times), and each asset adds up its own days and moves x
-    to count from its own time (x' = x + d: Σx' = Σx + n·d, Σx'² = Σx² + 2d·Σx + n·d²,
-    Σx'y = Σxy + d·Σy)."""
+    A day's sums count x from its midnight; from the asset's time t (in days) they move by
+    d = day - t: Σx' = Σx + n·d, Σx'² = Σx² + 2d·Σx + n·d², Σx'y = Σxy + d·Σy."""
+    conn = session.connection()
+    dialect = conn.dialect.name
+    tenant = uuid_literal(dialect, tenant_id)
     ids = list(out)
-    ref = max(as_utc(times[a]) for a in ids)
-    earliest = min(as_utc(times[a]) for a in ids)
-    ref_days = ref.timestamp() / DAY_S
-    params = {
-        "tenant": tenant_id,
-        "ids": ids,
-        "ref_days": ref_days,
-        "lo": earliest - timedelta(days=TREND_WINDOW_DAYS + 1),
-        "hi": ref,
-    }
-    rows = session.connection().execute(_trend_statement(session), params)
-    sums: dict[uuid.UUID, list[float]] = {}
-    for aid, d, n, *figures in rows:
-        if not n or any(v is None for v in figures):
-            continue
-        t_days = as_utc(times[aid]).timestamp() / DAY_S
-        if not math.floor(t_days - TREND_WINDOW_DAYS) <= int(d) <= math.floor(t_days):
-            continue
-        sx, sy, sxx, sxy, lo, hi = (float(v) for v in figures)
-        acc = sums.get(aid)
-        if acc is None:
-            sums[aid] = [float(n), sx, sy, sxx, sxy, lo, hi]
-        else:
-            acc[0] += n
-            acc[1] += sx
-            acc[2] += sy
-            acc[3] += sxx
-            acc[4] += sxy
-            acc[5] = min(acc[5], lo)
-            acc[6] = max(acc[6], hi)
-    for aid, (n, sx, sy, sxx, sxy, lo, hi) in sums.items():
-        shift = ref_days - as_utc(times[aid]).timestamp() / DAY_S
-        out[aid].trend_sums = (
-            int(n),
-            sx + n * shift,
-            sy,
-            sxx + 2 * shift * sx + n * shift * shift,
-            sxy + shift * sy,
-            lo + shift,
-            hi + shift,
-        )
+    for chunk in chunks(ids, _ROWS_PER_STATEMENT):
+        rows = []
+        for aid in chunk:
+            t_days = as_utc(times[aid]).timestamp() / DAY_S
+            rows.append(
+                f"({uuid_literal(dialect, aid)}, {t_days!r}, "
+                f"{math.floor(t_days - TREND_WINDOW_DAYS)}, {math.floor(t_days)})"
+            )
+        sql = _TREND_SQL.format(values=", ".join(rows), tenant=tenant)
+        for aid, n, *figures in conn.execute(text(sql)):
+            if not n or any(v is None for v in figures):
+                continue
+            key = aid if isinstance(aid, uuid.UUID) else uuid.UUID(hex=str(aid))
+            sx, sy, sxx, sxy, lo, hi = (float(v) for v in figures)
+            out[key].trend_sums = (int(n), sx, sy, sxx, sxy, lo, hi)
 
 
 def latest_readings(session: Session, asset_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
