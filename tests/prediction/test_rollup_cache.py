@@ -208,3 +208,59 @@ def test_a_zero_budget_turns_caching_off(db: Database) -> None:
     finally:
         rollup_cache.set_budget_mb(128)
     assert rollup_cache.for_engine(db.engine) is not None
+
+
+def test_kept_and_read_buckets_merge_in_order_and_empty_kept_ranges_read_again() -> None:
+    """At the array level: a second scoring serves the sealed buckets kept (also of a series
+    whose kept ranges held none), reads the rest, and returns what one read of everything
+    returns; the arrays it hands out are read-only (they are kept)."""
+    span = HOUR_MS
+    db: dict[int, list[int]] = {10: list(range(0, 30)), 11: [], 12: [2, 3, 29]}
+
+    def read(ranges: rollup_cache.Ranges) -> list[np.ndarray]:
+        sid, start = [], []
+        for s, lo, hi in zip(
+            ranges.sid.tolist(), ranges.lo.tolist(), ranges.hi.tolist(), strict=True
+        ):
+            for h in db[s]:
+                if lo <= h * span < hi:
+                    sid.append(s)
+                    start.append(h * span)
+        at = np.searchsorted(series, np.array(sid, dtype=np.int64))
+        t = np.array(start, dtype=np.int64)
+        return [at.astype(np.int64), t] + [t / span + k for k in range(1, 7)]
+
+    series = np.array([10, 11, 12], dtype=np.int64)
+    ranges = rollup_cache.Ranges(series, np.zeros(3, np.int64), np.full(3, 40 * span, np.int64))
+    sidx = np.arange(3, dtype=np.int64)
+    revision, valid = np.array([1, 2, 3], np.int64), np.ones(3, bool)
+    cache = rollup_cache.RollupCache(1 << 20)
+
+    def score(latest_h: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        reads = cache.begin(series, revision, valid, np.full(3, latest_h * span, np.int64))
+        reads.origins(lambda which: np.zeros(which.shape[0], np.int64))
+        got = reads.rollups(3600, sidx, ranges, read)
+        reads.finish()
+        return got
+
+    score(30)
+    db[10] += [30, 31, 32]
+    db[11] += [31, 33]  # newer than what was sealed: the revision holds
+    db[12] += [30]
+    hits = cache.hits
+    got_sidx, got = score(33)
+    assert cache.hits - hits > 20  # series 10's and 12's sealed hours came from memory
+    want_sidx, *want = read(ranges)
+    assert np.array_equal(got_sidx, want_sidx)
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(a, b)
+    assert not got[0].flags.writeable
+    # A fleet whose kept ranges held no bucket at all: nothing served, all read.
+    series, sidx = series[1:2], sidx[:1]
+    ranges = rollup_cache.Ranges(series, np.zeros(1, np.int64), np.full(1, 40 * span, np.int64))
+    revision, valid = revision[1:2], valid[:1]
+    db[11] = []
+    score(30)
+    db[11] = [31]
+    got_sidx, got = score(33)
+    assert got_sidx.tolist() == [0] and got[0].tolist() == [31 * span]

@@ -88,7 +88,8 @@ def sealed_until(latest_ms: I64) -> I64:
 class _Kept:
     """One resolution's kept buckets: the ranges of the scoring that read them (each clipped
     to its sealed part, empty ones kept so that ranges pair up by position), and the buckets
-    in them, sorted by (series index, start)."""
+    it read, sorted by (series index, start): only those inside the ranges are served (the
+    rest, the newest hours, are the arrays the scoring used, shared rather than copied)."""
 
     sidx: I64  # per range
     lo: I64
@@ -351,38 +352,62 @@ class ScoringReads:
         left = np.flatnonzero(m_lo < m_hi)
         left = left[np.lexsort((m_lo[left], sidx[both[left]]))]
         missing = Ranges(ranges.sid[both[left]], m_lo[left], m_hi[left])
-        parts: list[tuple[I64, Columns]] = []
+        served_key: I64 | None = None
         if kept is not None and served.any():
             base = sidx[served] << TIME_BITS
-            inside = _in_intervals(kept.key, base + ov_lo[served], base + ov_hi[served])
-            parts.append((kept.key[inside] >> TIME_BITS, [c[inside] for c in kept.columns]))
-            self.cache.hits += int(inside.sum())
+            take = np.flatnonzero(
+                _in_intervals(kept.key, base + ov_lo[served], base + ov_hi[served])
+            )
+            if take.shape[0]:
+                served_key = kept.key[take]
+                self.cache.hits += int(take.shape[0])
         if len(missing):
             got_sidx, *got = read(missing)
-            parts.append((got_sidx, got))
             self.cache.misses += int(got_sidx.shape[0])
-        if not parts:
-            out_sidx: I64 = np.empty(0, np.int64)
-            out: Columns = [np.empty(0, np.int64)] + [np.empty(0) for _ in range(N_COLUMNS - 1)]
-        elif len(parts) == 1:
-            out_sidx, out = parts[0]
         else:
-            out_sidx = np.concatenate([p[0] for p in parts])
-            out = [np.concatenate([p[1][i] for p in parts]) for i in range(N_COLUMNS)]
-        key = (out_sidx << TIME_BITS) + out[0]
-        if key.shape[0] > 1 and np.any(key[1:] < key[:-1]):
-            order = np.argsort(key, kind="stable")
-            key, out_sidx, out = key[order], out_sidx[order], [c[order] for c in out]
-        # Keep this scoring's ranges, clipped to their sealed buckets (start + span ≤ sealed).
+            got_sidx, got = np.empty(0, np.int64), []
+        if served_key is None or kept is None:
+            out_sidx: I64 = got_sidx
+            out: Columns = got or [np.empty(0, np.int64)] + [
+                np.empty(0) for _ in range(N_COLUMNS - 1)
+            ]
+            key = (out_sidx << TIME_BITS) + out[0]
+            if key.shape[0] > 1 and np.any(key[1:] < key[:-1]):
+                order = np.argsort(key, kind="stable")
+                key, out_sidx, out = key[order], out_sidx[order], [c[order] for c in out]
+        else:
+            # Kept and read buckets merged in key order by one gather a column: each read one
+            # goes where it sorts among the kept (both sorted; a read bucket never equals a
+            # kept one, the ranges are disjoint).
+            got_key = (got_sidx << TIME_BITS) + got[0] if got else np.empty(0, np.int64)
+            if got_key.shape[0] > 1 and np.any(got_key[1:] < got_key[:-1]):
+                order = np.argsort(got_key, kind="stable")
+                got_key, got_sidx, got = got_key[order], got_sidx[order], [c[order] for c in got]
+            total = take.shape[0] + got_key.shape[0]
+            dest = np.searchsorted(served_key, got_key) + np.arange(got_key.shape[0])
+            source = np.empty(total, dtype=np.int64)
+            from_kept = np.ones(total, dtype=bool)
+            from_kept[dest] = False
+            source[from_kept] = take
+            source[dest] = 0
+            key = kept.key.take(source)
+            key[dest] = got_key
+            out = []
+            for i, column in enumerate(kept.columns):
+                merged = column.take(source)
+                if got:
+                    merged[dest] = got[i]
+                out.append(merged)
+            out_sidx = key >> TIME_BITS
+        # Keep this scoring's ranges, clipped to their sealed buckets (start + span ≤ sealed),
+        # and all of the buckets read: only those inside the kept ranges are ever served.
         span = resolution_s * 1000
         c_hi = np.maximum(np.minimum(hi, self.sealed[sidx] - span + 1), lo)
-        base = sidx << TIME_BITS
-        nonempty = c_hi > lo
-        inside = _in_intervals(key, (base + lo)[nonempty], (base + c_hi)[nonempty])
+        for column in (key, *out):
+            column.flags.writeable = False  # shared with the caller: neither may change them
         self._kept[resolution_s] = _Kept(
-            sidx=sidx.copy(), lo=lo.copy(), hi=c_hi, key=key[inside],
-            columns=[c[inside] for c in out],
-        )  # fmt: skip
+            sidx=sidx.copy(), lo=lo.copy(), hi=c_hi, key=key, columns=list(out)
+        )
         return out_sidx, out
 
     def finish(self) -> None:
