@@ -1304,9 +1304,10 @@ def _load_events(
     )
 
 
-# Scoring rows a counting statement (inlined, so no parameter limit): the alerts' join reads
-# the tenant's alerts once a statement.
-_COUNTS_ROWS_PER_STATEMENT = 2000
+# Scoring rows a counting statement. Not more: at 1,000 rows SQLite's plan for these
+# statements turns 25 times slower (3.5 s against 0.14 s for 1,000 assets), and on PostgreSQL
+# 2,000 a statement was inside the noise of 500.
+_COUNTS_ROWS_PER_STATEMENT = 500
 
 
 def _scoring_counts(
