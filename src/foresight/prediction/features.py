@@ -85,7 +85,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import BindParameter, String, bindparam, cast, select, text, type_coerce
+from sqlalchemy import BindParameter, String, bindparam, cast, select, text
 from sqlalchemy.orm import Session
 
 from foresight.kit.db import Database, chunks, uuid_literal
@@ -576,7 +576,7 @@ _FLEET_ASSETS = select(
 # matched against both spellings of the assets' ids: a UUID made (and hashed) per sensor is
 # most of reading ten thousand.
 _FLEET_SENSORS = select(
-    type_coerce(cast(Sensor.asset_id, String), String).label("asset_id"),
+    cast(Sensor.asset_id, String).label("asset_id"),
     Sensor.key,
     Sensor.unit,
     Sensor.series_id,

@@ -718,8 +718,13 @@ def _store(session: Session, tenant_id: uuid.UUID, rows: Sequence[PredictionRow]
     # Many: one statement a thousand rows (an executemany is a statement each); a few, or a
     # score no literal spells, bound.
     many = len(changes) > _FEW_CHANGES
-    bulk = [c for c in changes if many and math.isfinite(c[1])]
-    bound = [{"asset_id": a, "score": v} for a, v in changes if not (many and math.isfinite(v))]
+    bulk: list[tuple[uuid.UUID, float]] = []
+    bound: list[dict[str, Any]] = []
+    for a, v in changes:
+        if many and math.isfinite(v):
+            bulk.append((a, v))
+        else:
+            bound.append({"asset_id": a, "score": v})
     if bound:
         conn.execute(_SET_HEALTH_SCORE, bound)
     dialect = conn.dialect.name

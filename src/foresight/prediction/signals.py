@@ -55,6 +55,7 @@ from foresight.models import (
     SeriesLatest,
 )
 from foresight.prediction.health import TREND_WINDOW_DAYS, HealthInputs, trend_from_sums
+from foresight.prediction.labels import DAY_MS
 
 ANOMALY_WINDOW_MS = 3_600_000
 FLAGGED_WINDOW_MS = 86_400_000
@@ -199,7 +200,6 @@ def gather(
     return out
 
 
-DAY_MS = 86_400_000
 # Rows an upsert or a trend statement: values inlined (ids, integers and finite floats).
 _ROWS_PER_STATEMENT = 1000
 _UPSERT = (
