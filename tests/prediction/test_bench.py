@@ -3,6 +3,8 @@ assertions: the figures are for people, the targets are checked by reading them)
 
 from __future__ import annotations
 
+import re
+
 from typer.testing import CliRunner
 
 from foresight.cli import app
@@ -17,6 +19,7 @@ def test_bench_predict_runs_and_prints_the_figures() -> None:
     assert "service.predict, 12 assets, explanations" in out
     assert "service.predict, 12 assets, no explanations" in out
     assert "≤ 1 s for 1,000" in out
+    assert re.search(r"\d+ trees, \d+ in the explained classifier, \d+ in the RUL model", out)
 
 
 def test_the_table_shows_single_requests_cold_and_warm_and_the_batches() -> None:

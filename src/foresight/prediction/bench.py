@@ -355,6 +355,7 @@ def _register_champion(url: str, source_tenant: str, target_tenant: str) -> dict
     from foresight.kit.db import Database
     from foresight.models import ModelVersion
     from foresight.prediction import registry
+    from foresight.prediction.service import load_bundle
 
     db = Database.from_url(url)
     with db.transaction() as session:
@@ -381,7 +382,16 @@ def _register_champion(url: str, source_tenant: str, target_tenant: str) -> dict
         session.add(copy)
         session.flush()
         registry.promote(session, copy, by="bench")
-        info = {"features": len(src.feature_specs), "version": copy.version}
+        # Explanations cost in proportion to the trees of the classifier explained, and one
+        # run's model is not another's: the sizes go with the figures.
+        bundle = load_bundle(src)
+        trees = {
+            "rul": bundle.rul_point.num_trees(),
+            "explained": bundle.classifiers[bundle.explain_horizon].num_trees(),
+            "all": bundle.rul_point.num_trees()
+            + sum(c.num_trees() for c in bundle.classifiers.values()),
+        }
+        info = {"features": len(src.feature_specs), "version": copy.version, "trees": trees}
     db.dispose()
     return info
 
@@ -547,7 +557,9 @@ def run_predict_bench(
                 f"{backend}: seeded {assets} assets × {sensors} sensors × {days} days hourly "
                 f"= {points:,} points (+ a training fleet of {train_assets}) in {seed_s:.0f} s; "
                 f"model trained in {train_s:.0f} s ({reason}), {info['features']} features, "
-                f"registered as the scored tenant's champion (version {info['version']})"
+                f"registered as the scored tenant's champion (version {info['version']}; "
+                f"{info['trees']['all']} trees, {info['trees']['explained']} in the explained "
+                f"classifier, {info['trees']['rul']} in the RUL model)"
             )
             n_rows, fallback, service_s = _in_child(_service_batches, url, tenant_id, repeats)
             yield (
