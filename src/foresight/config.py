@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # Detection runs in this many child processes, each asset always in the same one (its own
     # interpreter lock, off the ingest path); 0 runs it in a thread of the ingesting process.
     detection_processes: Annotated[int, Field(ge=0, le=64)] = 1
+    # The API process and the detection children keep up to this much freed memory for reuse
+    # (glibc malloc; kit/memory.py): numpy's megabyte temporaries then reuse warm pages instead
+    # of faulting in fresh ones. 0 leaves the allocator's defaults.
+    malloc_keep_mb: Annotated[int, Field(ge=0, le=4096)] = 64
     # Unsupervised anomaly detection on every series (tenants may turn it off or tune it).
     anomaly_enabled: bool = True
 

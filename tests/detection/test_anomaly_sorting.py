@@ -9,7 +9,16 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from foresight.detection.anomaly import _middle, _row_medians, _row_quantiles
+from foresight.detection.anomaly import (
+    _middle,
+    _quantiles,
+    _row_medians,
+    _row_quantiles,
+    _row_std,
+    _sorted_mad,
+    _sorted_rows,
+    _sorted_span,
+)
 
 
 def _rows(seed: int, offset: float, scale: float, gaps: float) -> np.ndarray:
@@ -71,3 +80,46 @@ def test_a_quantised_sawtooth_is_not_an_anomaly() -> None:
     values = 60.0 + (i % 7) * 0.3
     scores, _ = score_series(SeriesState(), values, AnomalyConfig(), i.astype(np.int64) * 60_000)
     assert scores.max() < 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from([0.0, 50.0, -3e4, 1e6]),
+       st.sampled_from([1e-3, 1.0, 250.0]), st.sampled_from([0.0, 0.2, 0.6]))  # fmt: skip
+def test_the_mad_from_one_sort_matches_numpy(
+    seed: int, offset: float, scale: float, gaps: float
+) -> None:
+    """The baseline's MAD and standard deviation come from the window's one sort (no sort of
+    the distances): numpy's own, to within 10⁻⁶ of the spread, odd and even counts, gaps,
+    ties and a row with nothing."""
+    x = _rows(seed, offset, scale, gaps)
+    x[1, :40] = offset + 1.0  # mostly ties
+    use = ~np.isnan(x)
+    centre = _middle(x)
+    ordered, n = _sorted_rows(x, centre, use)
+    (median,) = _quantiles(ordered, n, (0.5,), centre)
+    mad = _sorted_mad(ordered, n, median - centre)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want_median = np.nanmedian(x, axis=1)
+        want_mad = np.nanmedian(np.abs(x - want_median[:, None]), axis=1)
+        want_std = np.nanstd(x, axis=1)
+        spread = np.nanmax(x, axis=1) - np.nanmin(x, axis=1)
+    assert np.array_equal(np.isnan(mad), np.isnan(want_mad))
+    ok = ~np.isnan(want_mad)
+    assert np.all(np.abs(mad[ok] - want_mad[ok]) <= 1e-6 * spread[ok] + 1e-12 * abs(offset))
+    assert np.allclose(_sorted_span(ordered, n)[ok], spread[ok], rtol=1e-6, atol=1e-9)
+    std = _row_std(x, use)
+    assert np.array_equal(np.isnan(std), np.isnan(want_std))
+    assert np.allclose(std[ok], want_std[ok], rtol=1e-9, atol=1e-12 * abs(offset))
+
+
+def test_a_row_missing_every_eighth_value_is_centred_on_its_values() -> None:
+    """The first baseline's centre is the median of every 8th value, or of all where those are
+    missing: never 0 for values near 50 (the float32 sort would lose their precision)."""
+    rng = np.random.default_rng(3)
+    x = 50.0 + 1e-3 * rng.normal(size=(2, 64))
+    x[0, ::8] = np.nan
+    centre = _middle(x)
+    assert np.all(np.abs(centre - 50.0) < 0.01)
+    (median,) = _row_quantiles(x, (0.5,), centre)
+    assert np.allclose(median, np.nanmedian(x, axis=1), rtol=0, atol=1e-9)

@@ -295,45 +295,45 @@ class SeriesBank:
         valid = ~np.isnan(values)
         normal = valid & ~flagged
         use = np.where((normal.sum(axis=1) >= 32)[:, None], normal, valid)
-        x = np.where(use, values, np.nan)
         # Centred on the previous median; a row's first baseline on its own middle value.
         centre = self.median[rows].copy()
         first = self.sigma[rows] <= 0
         if first.any():
+            x = np.where(use[first], values[first], np.nan)
             in_time = (self.pos[rows[first], None] + np.arange(w)[None, :]) % w
-            centre[first] = _middle(np.take_along_axis(x[first], in_time, axis=1))
-        median, low, high = _row_quantiles(x, (0.5, 0.025, 0.975), centre)
-        (mad,) = _row_quantiles(np.abs(x - median[:, None]), (0.5,))
+            centre[first] = _middle(np.take_along_axis(x, in_time, axis=1))
+        # One sort of the window gives its quantiles, its range and (from the sorted values)
+        # the MAD: the median distance to the median.
+        ordered, n = _sorted_rows(values, centre, use)
+        median, low, high = _quantiles(ordered, n, (0.5, 0.025, 0.975), centre)
+        mad = _sorted_mad(ordered, n, median - centre)
         # The usual spread: the MAD's σ, or the central 95 % range's when wider (a daily
         # cycle spends most time near its plateau, which makes the MAD alone too small).
         sigma = np.maximum(1.4826 * mad, (high - low) / 3.92)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            # A spread within the sort's rounding of nothing (see _row_quantiles: a median that
-            # is not exactly one of the values leaves its ties ~1e-8 of the range apart) is
-            # none: e.g. a sawtooth's differences, all but one a tie. (The standard deviation
-            # is computed only where it is needed.)
-            calm = ~(sigma > TIE_SPREAD * _span(x))
-            if calm.any():
-                sigma[calm] = np.nanstd(x[calm], axis=1)
-            # Point-to-point noise, from first differences: blind to slow cycles and trends.
-            # Slot j+1 follows slot j in time, and slot 0 follows slot w-1, except across the
-            # write position: the newest point (pos - 1) is not followed by the oldest (pos).
-            d = np.diff(np.concatenate((values, values[:, :1]), axis=1), axis=1)
-            ring_n = np.concatenate((normal, normal[:, :1]), axis=1)
-            ring_v = np.concatenate((valid, valid[:, :1]), axis=1)
-            steady = ring_n[:, 1:] & ring_n[:, :-1]
-            pairs = ring_v[:, 1:] & ring_v[:, :-1]
-            across = (np.arange(rows.shape[0]), (self.pos[rows] - 1) % w)
-            steady[across] = pairs[across] = False
-            mask = np.where((steady.sum(axis=1) >= 32)[:, None], steady, pairs)
-            d = np.where(mask, d, np.nan)
-            (centre,) = _row_quantiles(d, (0.5,))
-            (spread,) = _row_quantiles(np.abs(d - centre[:, None]), (0.5,))
-            noise = 1.4826 * spread / math.sqrt(2)
-            calm = ~(noise > TIE_SPREAD * _span(d))
-            if calm.any():
-                noise[calm] = np.nanstd(d[calm], axis=1) / math.sqrt(2)
+        # A spread within the sort's rounding of nothing (see _row_quantiles: a median that is
+        # not exactly one of the values leaves its ties ~1e-8 of the range apart) is none:
+        # e.g. a sawtooth's differences, all but one a tie. (The standard deviation is
+        # computed only where it is needed.)
+        calm = ~(sigma > TIE_SPREAD * _sorted_span(ordered, n))
+        if calm.any():
+            sigma[calm] = _row_std(values[calm], use[calm])
+        # Point-to-point noise, from first differences: blind to slow cycles and trends.
+        # Slot j+1 follows slot j in time, and slot 0 follows slot w-1, except across the
+        # write position: the newest point (pos - 1) is not followed by the oldest (pos).
+        d = np.empty_like(values)
+        np.subtract(values[:, 1:], values[:, :-1], out=d[:, :-1])
+        np.subtract(values[:, :1], values[:, -1:], out=d[:, -1:])
+        steady = normal & np.roll(normal, -1, axis=1)
+        pairs = valid & np.roll(valid, -1, axis=1)
+        across = (np.arange(rows.shape[0]), (self.pos[rows] - 1) % w)
+        steady[across] = pairs[across] = False
+        mask = np.where((steady.sum(axis=1) >= 32)[:, None], steady, pairs)
+        ordered, n = _sorted_rows(d, None, mask)
+        (centre_d,) = _quantiles(ordered, n, (0.5,))
+        noise = 1.4826 * _sorted_mad(ordered, n, centre_d) / math.sqrt(2)
+        calm = ~(noise > TIE_SPREAD * _sorted_span(ordered, n))
+        if calm.any():
+            noise[calm] = _row_std(d[calm], mask[calm]) / math.sqrt(2)
         median = np.nan_to_num(median)
         floor = 1e-9 * np.maximum(1.0, np.abs(median))
         # Spreads fall slowly (5 % a refresh): a stuck or unusually calm stretch must not make
@@ -376,23 +376,82 @@ def _row_quantiles(
     distances or differences), and the quantiles are put back in float64. A value is rounded
     to 2⁻²⁴ of its own distance from the centre, so with a centre inside the bulk of the row
     (e.g. the previous median) a quantile moves by less than 10⁻⁷ of the row's spread."""
-    if centre is None:
-        ordered = np.sort(x.astype(np.float32), axis=1).astype(np.float64)  # NaN sorts last
-    else:
-        shifted = (x - centre[:, None]).astype(np.float32)
-        ordered = np.sort(shifted, axis=1).astype(np.float64) + centre[:, None]
-    n = (~np.isnan(x)).sum(axis=1)
+    ordered, n = _sorted_rows(x, centre, ~np.isnan(x))
+    return _quantiles(ordered, n, probabilities, centre)
+
+
+def _sorted_rows(x: F64, centre: F64 | None, use: npt.NDArray[np.bool_]) -> tuple[Any, I64]:
+    """The values of each row that ``use`` keeps, less the row's ``centre`` (if given), sorted
+    in float32 (see :func:`_row_quantiles`) with NaN in the places of the others (last), and
+    how many each row kept."""
+    shifted = (x if centre is None else x - centre[:, None]).astype(np.float32)
+    np.copyto(shifted, np.float32(np.nan), where=~use)
+    shifted.sort(axis=1)
+    return shifted, use.sum(axis=1)
+
+
+def _quantiles(
+    ordered: Any, n: I64, probabilities: tuple[float, ...], centre: F64 | None = None
+) -> list[F64]:
+    """Quantiles (linear interpolation) of rows sorted by :func:`_sorted_rows` (NaN where a
+    row kept nothing), with its centre added back."""
     last = np.maximum(n - 1, 0)
-    rows = np.arange(x.shape[0])
+    rows = np.arange(ordered.shape[0])
     out = []
     for p in probabilities:
         position = last * p
         lo = np.floor(position).astype(np.int64)
         hi = np.minimum(lo + 1, last)
         frac = position - lo
-        value = ordered[rows, lo] * (1 - frac) + ordered[rows, hi] * frac
+        value = ordered[rows, lo].astype(np.float64) * (1 - frac) + ordered[rows, hi] * frac
+        if centre is not None:
+            value += centre
         out.append(np.where(n > 0, value, np.nan))
     return out
+
+
+def _sorted_mad(ordered: Any, n: I64, median: F64) -> F64:
+    """The median of each row's distances to ``median`` (linear interpolation; NaN where a row
+    kept nothing), from rows sorted by :func:`_sorted_rows` (``median`` in their shifted
+    terms), without a second sort: the k+1 values nearest the median are k+1 neighbours in
+    sorted order, so the k-th smallest distance is the narrowest reach, over every run of k+1
+    neighbours, from the median to the run's farther end."""
+    last = np.maximum(n - 1, 0)
+    position = last * 0.5
+    k = np.floor(position).astype(np.int64)
+    frac = position - k
+    low = _kth_distance(ordered, n, median, k)
+    high = _kth_distance(ordered, n, median, np.minimum(k + 1, last))
+    with np.errstate(invalid="ignore"):  # a row with nothing: no run, an infinite reach
+        return np.where(n > 0, low * (1 - frac) + high * frac, np.nan)
+
+
+def _kth_distance(ordered: Any, n: I64, median: F64, k: I64) -> F64:
+    runs = max(int((n - k).max()), 1)  # the most runs of k+1 neighbours in any row
+    start = np.arange(runs)
+    end = np.minimum(start[None, :] + k[:, None], ordered.shape[1] - 1)
+    m = median[:, None]
+    reach = np.maximum(m - ordered[:, :runs], np.take_along_axis(ordered, end, axis=1) - m)
+    reach[start[None, :] > (n - 1 - k)[:, None]] = np.inf
+    return np.asarray(reach.min(axis=1))
+
+
+def _sorted_span(ordered: Any, n: I64) -> F64:
+    """Each sorted row's highest minus lowest value (NaN for a row with none)."""
+    rows = np.arange(ordered.shape[0])
+    span = ordered[rows, np.maximum(n - 1, 0)].astype(np.float64) - ordered[:, 0]
+    return np.where(n > 0, span, np.nan)
+
+
+def _row_std(x: F64, use: npt.NDArray[np.bool_]) -> F64:
+    """The standard deviation of the values of each row that ``use`` keeps (two passes, as
+    ``np.nanstd``; NaN for a row with none)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = use.sum(axis=1)
+        kept = np.where(use, x, 0.0)
+        mean = kept.sum(axis=1) / n
+        dev = np.where(use, x - mean[:, None], 0.0)
+        return np.asarray(np.sqrt(np.einsum("ij,ij->i", dev, dev) / n))
 
 
 def _row_medians(x: F64, centre: F64 | None = None) -> F64:
@@ -413,19 +472,17 @@ def _row_medians(x: F64, centre: F64 | None = None) -> F64:
 TIE_SPREAD = 1e-6
 
 
-def _span(x: F64) -> F64:
-    """Each row's highest minus lowest value, ignoring NaN (NaN for a row with none)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(np.nanmax(x, axis=1) - np.nanmin(x, axis=1))
-
-
 def _middle(x: F64) -> F64:
     """A value inside the bulk of each row's values, cheaply: the median of every 8th (robust
-    to outliers; 0 for a row with none)."""
+    to outliers), of all of them where every 8th is missing (0 for a row with none: a centre
+    of 0 for values far from it would cost the float32 sorts their precision)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nan_to_num(np.nanmedian(x[:, ::8], axis=1))
+        middle = np.nanmedian(x[:, ::8], axis=1)
+        gap = np.isnan(middle)
+        if gap.any():
+            middle[gap] = np.nanmedian(x[gap], axis=1)
+        return np.nan_to_num(middle)
 
 
 class SeriesState:

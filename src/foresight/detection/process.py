@@ -46,6 +46,7 @@ from foresight.detection.engine import AlertHook, AlertListener
 from foresight.detection.worker import DetectionCollector
 from foresight.kit.db import Database
 from foresight.kit.logging import get_logger
+from foresight.kit.memory import keep_freed_memory
 from foresight.models import Alert, Sensor
 from foresight.timeseries.store import Columns, WriteResult
 
@@ -80,6 +81,7 @@ class ChildConfig:
     events: EventMakers | None = None
     log_level: str = "INFO"
     log_json: bool = True
+    malloc_keep_mb: int = 0
 
 
 def encode(new: Columns) -> bytes:
@@ -118,6 +120,7 @@ def child_main(
     from foresight.kit.logging import configure_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (after its last write)
+    keep_freed_memory(config.malloc_keep_mb)
     configure_logging(config.log_level, json=config.log_json)
     db = Database.from_url(config.database_url)
     lock = threading.Lock()
@@ -229,6 +232,7 @@ class DetectionProcesses:
             events=events if publish is not None else None,
             log_level=settings.log_level,
             log_json=settings.log_json,
+            malloc_keep_mb=settings.malloc_keep_mb,
         )
         return cls(
             db,

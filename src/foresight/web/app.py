@@ -25,6 +25,7 @@ from foresight.ingest.nats_bus import NatsBus
 from foresight.ingest.pipeline import Pipeline
 from foresight.kit.db import Database
 from foresight.kit.logging import configure_logging, get_logger
+from foresight.kit.memory import keep_freed_memory
 from foresight.live import endpoints as live_endpoints
 from foresight.live.events import alert_event
 from foresight.live.service import LiveUpdates, anomaly_from_score
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         log.info("startup", env=settings.env.value, database=db.engine.url.render_as_string())
+        keep_freed_memory(settings.malloc_keep_mb)  # numpy's temporaries reuse warm pages
         await live.start()  # before anything can produce events (NATS: subscribed first)
         if detection is not None:
             await asyncio.to_thread(detection.start)  # child processes: ready before ingest
