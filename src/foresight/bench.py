@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,43 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """Every process: pid → (parent pid, command name, CPU seconds used, user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2 :].split()
+        out[int(entry.name)] = (int(fields[1]), comm, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_split(server_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the server process, by its descendants (the detection
+    children, through the fork server) and by every ``postgres`` process (the local server's
+    backends: shared, so meaningful while nothing else uses it). Linux only (``/proc``)."""
+    procs = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    below, todo = 0.0, list(children.get(server_pid, []))
+    while todo:
+        pid = todo.pop()
+        below += procs[pid][2]
+        todo += children.get(pid, [])
+    return {
+        "server": procs[server_pid][2] if server_pid in procs else 0.0,
+        "children": below,
+        "postgres": sum(cpu for _, comm, cpu in procs.values() if comm == "postgres"),
+    }
 
 
 def batch_body(batch_index: int, assets: int, steps: int, first_asset: int = 0) -> bytes:
@@ -488,6 +525,8 @@ class Load:
     backlog_at_end: float  # at the last acknowledgement
     backlog_max: float
     counters: dict[str, float]
+    # CPU seconds used meanwhile (until the backlog drained): see cpu_split.
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -511,6 +550,7 @@ def _load(
     points: int | None,
     detection: bool,
     during: Any = None,
+    server_pid: int | None = None,
 ) -> tuple[Load, Any]:
     """Run the load generators (paced at ``rate`` for ``seconds``, or ``points`` at full speed),
     running the async ``during(start_at, stop_at)`` meanwhile (its result is returned too)."""
@@ -551,6 +591,7 @@ def _load(
         assert out.get(timeout=300)[0] == "ready"  # every sender has built its bodies
     start_at = time.time() + 0.2
     stop_at = None if window is None else start_at + window
+    cpu_before = cpu_split(server_pid) if server_pid is not None else {}
     start.value = start_at
     # Detection backlog, sampled every 0.1 s from the start (detection on only).
     samples: list[tuple[float, float]] = []
@@ -589,10 +630,12 @@ def _load(
         watching.set()
         watcher.join()
         at_end = next((b for t, b in samples if t >= last), 0.0)
+    cpu_after = cpu_split(server_pid) if server_pid is not None else {}
     counters = _metrics(base) if detection else {}
     seconds_ = max(last, stop_at or last) - start_at
     backlog_max = max((b for _, b in samples), default=0.0)
-    return Load(acked, seconds_, drain_s, at_end, backlog_max, counters), extra
+    cpu_s = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+    return Load(acked, seconds_, drain_s, at_end, backlog_max, counters, cpu_s), extra
 
 
 @dataclass
@@ -755,6 +798,10 @@ def _us_per_point(load: Load, stage: str) -> float:
     return seconds / points * 1e6 if points else float("nan")
 
 
+def _cpu_us_per_point(load: Load, key: str) -> float:
+    return load.cpu_s.get(key, float("nan")) / load.points * 1e6 if load.points else float("nan")
+
+
 def run_detect_backend(
     backend: str,
     make_database: Any,
@@ -795,6 +842,7 @@ def run_detect_backend(
                     base, token, assets=assets, senders=senders,
                     rate=rate if paced else None, seconds=seconds if paced else None,
                     points=None if paced else points, detection=detection, during=during,
+                    server_pid=server.pid,
                 )  # fmt: skip
             finally:
                 server.terminate()
@@ -877,8 +925,9 @@ def detect_table(results: list[DetectResult], *, rules: int) -> list[str]:
         "",
         "| backend | points | detection on: acknowledged points/s | on: through detection "
         "points/s | detection off points/s | ratio (through detection / off) "
-        "| rules / anomaly / alerts µs per point (phase A; phase B) |",
-        "|---|---|---|---|---|---|---|",
+        "| rules / anomaly / alerts µs per point (phase A; phase B) "
+        "| CPU µs per point: server / detection / PostgreSQL (on; off) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         costs = "; ".join(
@@ -887,8 +936,14 @@ def detect_table(results: list[DetectResult], *, rules: int) -> list[str]:
             )
             for load in (r.load, r.on)
         )
+        cpu = "; ".join(
+            " / ".join(
+                f"{_cpu_us_per_point(load, key):.1f}" for key in ("server", "children", "postgres")
+            )
+            for load in (r.on, r.off)
+        )
         lines.append(
             f"| {r.backend} | {r.on.points:,} | {r.on.rate:,.0f} | {r.on.detected_rate:,.0f} | "
-            f"{r.off.rate:,.0f} | {r.ratio:.0%} | {costs} |"
+            f"{r.off.rate:,.0f} | {r.ratio:.0%} | {costs} | {cpu} |"
         )
     return lines

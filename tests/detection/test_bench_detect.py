@@ -28,11 +28,43 @@ def test_detect_bench_measures_latency_and_the_throughput_ratio(tmp_path: Path) 
         assert load.counters["foresight_detection_points_total"] >= load.points
         assert all(math.isfinite(bench._us_per_point(load, s)) for s in bench.STAGES)
     assert result.off.counters == {}  # detection off: no detection metrics
+    for load in (result.on, result.off):  # CPU measured: the server ingested, on its own CPU
+        assert load.cpu_s["server"] > 0
+    assert result.on.cpu_s["children"] > 0  # detection ran in its child process
     assert math.isfinite(result.ratio) and result.ratio > 0
 
     lines = bench.detect_table([result], rules=20)
     rows = [line for line in lines if line.startswith("| sqlite |")]
     assert len(rows) == 2 and "nan" not in " ".join(rows)
+
+
+def test_cpu_split_counts_a_process_and_its_descendants() -> None:
+    """A grandchild's CPU is counted as a descendant's, not as the process's own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    burn = (
+        "import time\nt = time.process_time()\n"
+        "while time.process_time() - t < 0.4: pass\ntime.sleep(30)"
+    )
+    spawn = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"
+    outer = subprocess.Popen([sys.executable, "-c", spawn], start_new_session=True)
+    try:
+        before = bench.cpu_split(outer.pid)
+        deadline = time.monotonic() + 30
+        after = before
+        while time.monotonic() < deadline and after["children"] - before["children"] < 0.35:
+            time.sleep(0.05)
+            after = bench.cpu_split(outer.pid)
+        assert after["children"] - before["children"] >= 0.35
+        assert after["server"] - before["server"] < 0.3  # the waiting parent burns nothing
+        assert set(after) == {"server", "children", "postgres"}
+    finally:
+        os.killpg(outer.pid, signal.SIGKILL)
+        outer.wait()
 
 
 def test_detection_rules_are_a_valid_mix() -> None:

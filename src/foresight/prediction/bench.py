@@ -430,14 +430,18 @@ def _spread(values: list[float]) -> str:
 def _service_batches(url: str, tenant_id: str, repeats: int, out: Any) -> None:
     """service.predict over the whole fleet, stored, with and without explanations (warm:
     one unmeasured call first loads the model and fills the connection pool)."""
+    from foresight.config import get_settings
     from foresight.kit.db import Database
+    from foresight.kit.memory import keep_freed_memory
     from foresight.prediction import service
 
+    # As `foresight serve` does once started (web.app's lifespan): freed memory kept for reuse
+    # (FORESIGHT_MALLOC_KEEP_MB), and what exists after the first call is out of the
+    # collector's sight, so a full collection does not walk it in the middle of a batch.
+    keep_freed_memory(get_settings().malloc_keep_mb)
     db = Database.from_url(url)
     tid = uuid.UUID(tenant_id)
     rows = service.predict(db, tid, store=False)
-    # As `foresight serve` does once started (web.app's lifespan): what exists now is out of
-    # the collector's sight, so a full collection does not walk it in the middle of a batch.
     gc.collect()
     gc.freeze()
     fallback = sum(r.fallback for r in rows)
