@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     scoring_interval_s: Annotated[float, Field(ge=0)] = 3600.0
     retrain_interval_s: Annotated[float, Field(ge=0)] = 604800.0
     schedule_embedded: bool = True
+    # Threads LightGBM may use for one batch of at least 64 assets (scores and TreeSHAP
+    # explanations: about half the explanation time on two cores); 0: one per core, at most 4.
+    # A single asset is always scored on one thread (more would only add their start-up).
+    predict_threads: Annotated[int, Field(ge=0, le=64)] = 0
     # Sealed rollup buckets a scoring read, kept in memory for the next scoring of the same
     # assets (prediction/rollup_cache.py: exact, invalidated by the store's series revisions);
     # this much per database, least recently scored fleets dropped first; 0 turns it off.

@@ -366,6 +366,33 @@ def test_contributions_sum_to_the_raw_prediction(
     assert top[0].value == X[0, top[0].index] or math.isnan(top[0].value)
 
 
+def test_a_batch_on_several_threads_scores_and_explains_exactly_as_on_one(
+    bundle: md.ModelBundle, fresh: md.TrainingSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 64+ assets are scored on FORESIGHT_PREDICT_THREADS threads; each row is its
+    own computation, so the figures are the same bits as on one thread."""
+    from foresight.config import get_settings
+    from foresight.prediction.service import BATCH_THREADS_FROM, batch_threads
+
+    X = fresh.X[:300]
+    one, two = md.predict(bundle, X, num_threads=1), md.predict(bundle, X, num_threads=2)
+    for h in one.probabilities:
+        assert np.array_equal(one.probabilities[h], two.probabilities[h])
+    assert np.array_equal(one.rul_days, two.rul_days)
+    c1, c2 = md.contributions(bundle, X, num_threads=1), md.contributions(bundle, X, num_threads=2)
+    assert np.array_equal(c1.failure, c2.failure)
+    assert batch_threads(1) == batch_threads(BATCH_THREADS_FROM - 1) == 1
+    monkeypatch.setenv("FORESIGHT_PREDICT_THREADS", "3")
+    get_settings.cache_clear()
+    try:
+        assert batch_threads(BATCH_THREADS_FROM) == 3 and batch_threads(1) == 1
+        monkeypatch.setenv("FORESIGHT_PREDICT_THREADS", "0")
+        get_settings.cache_clear()
+        assert 1 <= batch_threads(1000) <= 4
+    finally:
+        get_settings.cache_clear()
+
+
 def test_top_factors_by_magnitude_with_sign() -> None:
     row = np.array([0.5, -2.0, 0.0, 1.0, 3.0])  # last: expected value, never a factor
     top = md.top_factors(row, ["a", "b", "c", "d"], k=3, values=[1, 2, 3, 4])

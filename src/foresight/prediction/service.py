@@ -33,6 +33,7 @@ each signal cost (``health_penalties``) and the trend of the stored scores (``he
 from __future__ import annotations
 
 import math
+import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from foresight.audit import service as audit_service
 from foresight.audit.schemas import Actor
+from foresight.config import get_settings
 from foresight.kit.db import Database, UTCDateTime, chunks, uuid_literal
 from foresight.kit.errors import NotFound
 from foresight.kit.time import as_utc, from_ms, utcnow
@@ -635,8 +637,13 @@ def _score(
                 usable.append(i)
         if usable:
             X = frame.X[usable]
-            pred = modeling.predict(bundle, X)
-            contrib = modeling.contributions(bundle, X) if include_explanation else None
+            threads = batch_threads(len(usable))
+            pred = modeling.predict(bundle, X, num_threads=threads)
+            contrib = (
+                modeling.contributions(bundle, X, num_threads=threads)
+                if include_explanation
+                else None
+            )
             tags = {str(a.id): a.tag for a in assets}
             for j, i in enumerate(usable):
                 aid = frame.asset_id[i]
@@ -677,6 +684,20 @@ def _score(
     for r in ordered:
         r.id = uuid.uuid4()
     return ordered
+
+
+#: Rows from which a batch is scored on several threads (FORESIGHT_PREDICT_THREADS).
+BATCH_THREADS_FROM = 64
+
+
+def batch_threads(rows: int) -> int:
+    """LightGBM threads for scoring ``rows`` assets: one below BATCH_THREADS_FROM (a thread's
+    start-up costs more than it saves), else FORESIGHT_PREDICT_THREADS (0: one per core, at
+    most 4)."""
+    if rows < BATCH_THREADS_FROM:
+        return 1
+    wanted = get_settings().predict_threads
+    return wanted if wanted > 0 else max(1, min(os.cpu_count() or 1, 4))
 
 
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
