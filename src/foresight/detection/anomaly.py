@@ -223,12 +223,14 @@ class SeriesBank:
         grid = np.full((uniq.shape[0], lead + width), np.nan)
         grid[:, :lead] = self._history(uniq, lead)
         grid[inverse, lead + q] = value
-        at = (lead + q)[:, None]
 
         # Every window below ends at or before the point: one gather of the widest span, and
         # each window a slice of it (column c holds offset c + lo from the point).
         lo = min(-(short + 2), 1 - stuck)
-        span = np.asarray(grid[inverse[:, None], at + np.arange(lo, 1)[None, :]])
+        # (A strided view of every window of the grid's rows: the gather copies whole windows,
+        # with no index per value.)
+        windows = np.lib.stride_tricks.sliding_window_view(grid, 1 - lo, axis=1)
+        span = np.asarray(windows[inverse, lead + q + lo])
 
         def take(first: int, last: int) -> F64:
             """Offsets first..last (inclusive) from each point."""
@@ -254,7 +256,8 @@ class SeriesBank:
         jitter = 1.4826 * _row_medians(np.abs(diffs - centre)) / math.sqrt(2)
         per_kind[2] = jitter / noise / cfg.noise_ratio
         varies = sigma > 1e-9 * np.maximum(1.0, np.abs(median))
-        flat = np.ptp(take(1 - stuck, 0), axis=1) == 0
+        recent = take(1 - stuck, 0)
+        flat = (recent == recent[:, -1:]).all(axis=1)  # NaN is never flat
         per_kind[3] = np.where(flat & varies, 1.5, 0.0)
         ref = self.ref_median[rows]
         has_ref = ~np.isnan(ref) & (self.ref_sigma[rows] > 0)
