@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from foresight.assets import service as assets_service
 from foresight.assets.schemas import AssetCreate, SensorCreate
@@ -442,6 +442,18 @@ def test_scoring_is_as_of_each_assets_latest_reading(fleet: Fleet, db: Database)
     fleet.write("P-OLD", "temperature", old_ts, values[::-1].copy())
     frame = fleet.build(as_of="latest")
     assert len(frame) == 2
+    # Scoring passes the assets it already read (in the same transaction): the same frame.
+    from foresight.models import Asset
+
+    with fleet.db.transaction(write=False) as session:
+        read = list(session.scalars(select(Asset).where(Asset.tenant_id == fleet.tenant_id)))
+        given = build_dataset(
+            None, fleet.tenant_id, SMALL, as_of="latest", session=session, assets=read[::-1]
+        )
+    assert given.asset_id.tolist() == frame.asset_id.tolist()
+    assert np.array_equal(given.X, frame.X, equal_nan=True)
+    with pytest.raises(ValueError, match="session"):
+        build_dataset(fleet.db, fleet.tenant_id, SMALL, as_of="latest", assets=read)
     t_live, t_old = int(ts[-1]), int(old_ts[-1])
     assert frame.as_of_ms[row(frame, live, t_live)] == t_live
     assert frame.as_of_ms[row(frame, old, t_old)] == t_old

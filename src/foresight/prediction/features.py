@@ -626,10 +626,16 @@ def _load_fleet(
     tenant_id: uuid.UUID,
     asset_ids: Sequence[uuid.UUID] | None,
     sensor_keys: Sequence[str] | None,
+    assets: Sequence[Any] | None = None,
 ) -> _Fleet:
+    """The assets (all the tenant's, or ``asset_ids``; ``assets``: these, already read in this
+    transaction, with id, tag, type, criticality and install_date) and their sensors."""
     asset_rows: list[Any] = []
     sensor_rows: list[Any] = []
     conn = session.connection()
+    if assets is not None:
+        asset_ids = [a.id for a in assets]
+        asset_rows = list({a.id: a for a in assets}.values())
     asset_stmt, sensor_stmt = _FLEET_STATEMENTS[(asset_ids is not None, sensor_keys is not None)]
     params: dict[str, Any] = {"tenant": tenant_id}
     if sensor_keys is not None:
@@ -639,7 +645,8 @@ def _load_fleet(
         sensor_rows = list(conn.execute(sensor_stmt, params))
     else:
         for chunk in chunks(list(dict.fromkeys(asset_ids))):
-            asset_rows += conn.execute(asset_stmt, {**params, "ids": list(chunk)}).all()
+            if assets is None:
+                asset_rows += conn.execute(asset_stmt, {**params, "ids": list(chunk)}).all()
             sensor_rows += conn.execute(sensor_stmt, {**params, "ids": list(chunk)}).all()
     asset_rows.sort(key=lambda r: (r.tag, str(r.id)))
     index: dict[str, int] = {}
@@ -1558,6 +1565,7 @@ def build_dataset(
     as_of: AsOf = None,
     categories: Mapping[str, Sequence[str]] | None = None,
     session: Session | None = None,
+    assets: Sequence[Any] | None = None,
 ) -> FeatureFrame:
     """Features and labels for the tenant's assets (all, or ``asset_ids``), read from the store.
 
@@ -1565,11 +1573,15 @@ def build_dataset(
     data), ``"latest"`` for scoring (one row per asset at its newest reading), or a time (one
     row per asset with data before it). ``categories`` fixes the levels of the categorical
     columns (a trained model's), so codes mean the same at scoring; unknown levels are NaN.
-    Read in ``session`` when given (the caller's read transaction), else in one of ``db``'s.
+    Read in ``session`` when given (the caller's read transaction), else in one of ``db``'s;
+    ``assets``: the assets themselves, already read in ``session`` (rows or ORM objects with id,
+    tag, type, criticality and install_date), instead of ``asset_ids``: they are not read again.
     """
     config = config or FeatureConfig()
+    if assets is not None and session is None:
+        raise ValueError("assets already read come with the session they were read in")
     if session is not None:
-        return _build(session, tenant_id, config, asset_ids, as_of, categories)
+        return _build(session, tenant_id, config, asset_ids, as_of, categories, assets)
     if db is None:
         raise ValueError("build_dataset needs a database or a session")
     with db.transaction(write=False) as own:
@@ -1583,8 +1595,9 @@ def _build(
     asset_ids: Sequence[uuid.UUID] | None,
     as_of: AsOf,
     categories: Mapping[str, Sequence[str]] | None,
+    assets: Sequence[Any] | None = None,
 ) -> FeatureFrame:
-    fleet = _load_fleet(session, tenant_id, asset_ids, config.sensor_keys)
+    fleet = _load_fleet(session, tenant_id, asset_ids, config.sensor_keys, assets)
     n_assets = len(fleet.asset_ids)
     seen = _latest_ms(session, fleet)
     latest = seen.asset_ms

@@ -617,10 +617,10 @@ def _score(
             None,
             tenant_id,
             config,
-            asset_ids=[a.id for a in assets],
             as_of="latest",
             categories=current.categories,
             session=reader,
+            assets=assets,  # read above in this transaction: not read again
         ).conform(specs, current.categories)
         index = {aid: i for i, aid in enumerate(frame.asset_id.tolist())}
         usable: list[int] = []
