@@ -313,7 +313,7 @@ class SeriesBank:
         # The usual spread: the MAD's σ, or the central 95 % range's when wider (a daily
         # cycle spends most time near its plateau, which makes the MAD alone too small).
         sigma = np.maximum(1.4826 * mad, (high - low) / 3.92)
-        # A spread within the sort's rounding of nothing (see _row_quantiles: a median that is
+        # A spread within the sort's rounding of nothing (see _sorted_rows: a median that is
         # not exactly one of the values leaves its ties ~1e-8 of the range apart) is none:
         # e.g. a sawtooth's differences, all but one a tie. (The standard deviation is
         # computed only where it is needed.)
@@ -369,24 +369,15 @@ class SeriesBank:
         self.ref_sigma[closing] = self.sig_sum[closing] / self.sig_n[closing]
 
 
-def _row_quantiles(
-    x: F64, probabilities: tuple[float, ...], centre: F64 | None = None
-) -> list[F64]:
-    """Quantiles of each row ignoring NaN (linear interpolation), with one sort for all rows.
+def _sorted_rows(x: F64, centre: F64 | None, use: npt.NDArray[np.bool_]) -> tuple[Any, I64]:
+    """The values of each row that ``use`` keeps, less the row's ``centre`` (if given), sorted
+    with NaN in the places of the others (last), and how many each row kept.
 
     The sort runs in float32, several times faster than in float64 (SIMD sorts), on each
     value's distance from its row's ``centre`` (0 when not given: for values that are already
-    distances or differences), and the quantiles are put back in float64. A value is rounded
+    distances or differences); :func:`_quantiles` puts them back in float64. A value is rounded
     to 2⁻²⁴ of its own distance from the centre, so with a centre inside the bulk of the row
     (e.g. the previous median) a quantile moves by less than 10⁻⁷ of the row's spread."""
-    ordered, n = _sorted_rows(x, centre, ~np.isnan(x))
-    return _quantiles(ordered, n, probabilities, centre)
-
-
-def _sorted_rows(x: F64, centre: F64 | None, use: npt.NDArray[np.bool_]) -> tuple[Any, I64]:
-    """The values of each row that ``use`` keeps, less the row's ``centre`` (if given), sorted
-    in float32 (see :func:`_row_quantiles`) with NaN in the places of the others (last), and
-    how many each row kept."""
     shifted = (x if centre is None else x - centre[:, None]).astype(np.float32)
     np.copyto(shifted, np.float32(np.nan), where=~use)
     shifted.sort(axis=1)
@@ -459,7 +450,7 @@ def _row_std(x: F64, use: npt.NDArray[np.bool_]) -> F64:
 
 def _row_medians(x: F64, centre: F64 | None = None) -> F64:
     """``np.median(x, axis=1)`` (NaN where a row has one), sorted in float32 around ``centre``
-    like :func:`_row_quantiles` (a value near the bulk of each row, e.g. its baseline median;
+    like :func:`_sorted_rows` (a value near the bulk of each row, e.g. its baseline median;
     0 when not given, for distances and differences)."""
     w = x.shape[1]
     if centre is None:
