@@ -148,7 +148,7 @@ async def get_prediction(
 
     def work() -> Response:  # the request's whole blocking part, in one thread-pool call
         db = caller.db
-        with db.transaction(write=False) as session:
+        with db.transaction(write=False, snapshot=True) as session:
             principal = caller.authenticate(session, Permission.read)
             row, fresh = serving.current(
                 db, session, principal.tenant_id, asset_id, refresh=refresh

@@ -1584,7 +1584,7 @@ def build_dataset(
         return _build(session, tenant_id, config, asset_ids, as_of, categories, assets)
     if db is None:
         raise ValueError("build_dataset needs a database or a session")
-    with db.transaction(write=False) as own:
+    with db.transaction(write=False, snapshot=True) as own:
         return _build(own, tenant_id, config, asset_ids, as_of, categories)
 
 

@@ -579,7 +579,7 @@ def predict(
     writer would wait for it forever), else in a transaction of their own. Everything is read
     in one transaction: ``reader`` (e.g. a request's read-only session) or one of its own."""
     if reader is None:
-        with db.transaction(write=False) as own_reader:
+        with db.transaction(write=False, snapshot=True) as own_reader:
             ordered = _score(own_reader, tenant_id, asset_ids, include_explanation)
     else:
         ordered = _score(reader, tenant_id, asset_ids, include_explanation)

@@ -47,7 +47,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 def reads_only(endpoint: F) -> F:
     """Mark a POST endpoint whose request transaction only reads (it writes, if at all, in short
     transactions of its own): on SQLite its session then does not hold the write lock while it
-    works (e.g. scoring a thousand assets), so ingestion is not kept waiting."""
+    works (e.g. scoring a thousand assets), so ingestion is not kept waiting. It reads from one
+    snapshot (``Database.transaction(snapshot=True)``): its many reads see one state."""
     endpoint.__foresight_reads_only__ = True  # type: ignore[attr-defined]
     return endpoint
 
@@ -57,10 +58,9 @@ def get_session(
 ) -> Iterator[Session]:
     """One transaction per request, committed when the endpoint returns without error."""
     endpoint = request.scope.get("endpoint")
-    write = request.method not in _READ_METHODS and not getattr(
-        endpoint, "__foresight_reads_only__", False
-    )
-    with db.transaction(write=write) as session:
+    reads_only_ = getattr(endpoint, "__foresight_reads_only__", False)
+    write = request.method not in _READ_METHODS and not reads_only_
+    with db.transaction(write=write, snapshot=reads_only_) as session:
         yield session
 
 
