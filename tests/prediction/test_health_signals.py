@@ -325,3 +325,55 @@ def test_storing_many_keeps_the_assets_scores_and_the_daily_sums(
         assert got[key][1:] == pytest.approx(sums[1:], rel=1e-12, abs=1e-12)
     with db.transaction(write=False) as session:
         assert session.get_one(Asset, ids[5]).health_score < scores[ids[5]]  # type: ignore[operator]
+
+
+def test_few_rows_are_stored_in_one_statement_as_a_transaction_stores_them(
+    db: Database, tenant: Tenant
+) -> None:
+    """PostgreSQL stores a few predictions in one autocommitted statement
+    (``service._store_at_once``): the same rows, day sums, asset scores and previous scores as
+    the transaction of ``service._store``, and an asset without a new score keeps its own."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the one-statement store is PostgreSQL's")
+    ids = [_asset(db, tenant, tag) for tag in ("A", "B", "C")]
+    rows = service.predict(db, tenant.id, store=False)
+    assert all(r.health_score is not None for r in rows)
+    with db.transaction() as session:
+        session.get_one(Asset, ids[2]).health_score = 12.5
+    rows[2].health_score = None  # C: no new score (C's own stays as it is)
+
+    def tables() -> tuple[list[dict[str, object]], dict[tuple[uuid.UUID, int], tuple], dict]:
+        with db.transaction(write=False) as session:
+            predictions = [
+                {c: getattr(p, c) for c in rows[0].to_values(tenant.id) if c != "id"}
+                for p in session.scalars(select(Prediction).order_by(Prediction.asset_id))
+            ]
+            days = {
+                (d.asset_id, d.day): (d.n, d.sum_x, d.sum_y, d.sum_xx, d.sum_xy, d.min_x, d.max_x)
+                for d in session.scalars(select(HealthScoreDay))
+            }
+            scores = dict(session.execute(select(Asset.id, Asset.health_score)).all())
+        return predictions, days, scores
+
+    service._store_at_once(db, tenant.id, rows)
+    once = tables()
+    assert [r.previous_health_score for r in rows] == [None, None, 12.5]
+    for r in rows:
+        r.id = uuid.uuid4()
+    with db.transaction() as session:
+        service._store(session, tenant.id, rows)
+    twice = tables()
+    assert [r.previous_health_score for r in rows] == [
+        rows[0].health_score,
+        rows[1].health_score,
+        12.5,
+    ]
+    assert twice[0] == [p for p in once[0] for _ in range(2)]  # the same rows, twice over
+    assert set(twice[1]) == set(once[1]) and len(once[1]) == 2  # A's and B's day
+    for key, (n, sx, sy, sxx, sxy, lo, hi) in once[1].items():
+        assert twice[1][key] == pytest.approx((2 * n, 2 * sx, 2 * sy, 2 * sxx, 2 * sxy, lo, hi))
+    assert (
+        once[2]
+        == twice[2]
+        == {ids[0]: rows[0].health_score, ids[1]: rows[1].health_score, ids[2]: 12.5}
+    )

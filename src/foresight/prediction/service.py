@@ -54,6 +54,7 @@ from foresight.kit.time import as_utc, from_ms, utcnow
 from foresight.live.events import Event, health_event
 from foresight.models import (
     Asset,
+    HealthScoreDay,
     JobStatus,
     ModelStatus,
     ModelVersion,
@@ -586,8 +587,11 @@ def predict(
     if store and session is not None:
         _store(session, tenant_id, ordered)
     elif store and ordered:
-        with db.transaction() as own:
-            _store(own, tenant_id, ordered)
+        if len(ordered) <= ONE_STATEMENT_ROWS and db.engine.dialect.name == "postgresql":
+            _store_at_once(db, tenant_id, ordered)
+        else:
+            with db.transaction() as own:
+                _store(own, tenant_id, ordered)
     return ordered
 
 
@@ -756,6 +760,98 @@ def _store(session: Session, tenant_id: uuid.UUID, rows: Sequence[PredictionRow]
             " SET health_score = v.score, updated_at = :now FROM v WHERE assets.id = v.id"
         ).bindparams(bindparam("now", type_=UTCDateTime()))
         conn.execute(statement, {"now": utcnow()})
+
+
+#: Rows stored in one autocommitted statement on PostgreSQL (:func:`_store_at_once`).
+ONE_STATEMENT_ROWS = 8
+_PREDICTION_COLUMNS = [c.name for c in Prediction.__table__.columns]
+_DAY_COLUMNS = ["asset_id", "day", "tenant_id", "n", "sum_x", "sum_y", "sum_xx", "sum_xy"]
+_DAY_COLUMNS += ["min_x", "max_x"]
+_AT_ONCE: dict[tuple[int, int, int], Any] = {}
+
+
+def _at_once_statement(rows: int, days: int, scores: int) -> Any:
+    """The statement of :func:`_store_at_once` for that many rows, day sums and scores (built
+    once per shape: bound parameters ``p{i}_{column}``, ``d{i}_{column}``, ``s{i}_id`` and
+    ``s{i}_score``, ``now``)."""
+    key = (rows, days, scores)
+    statement = _AT_ONCE.get(key)
+    if statement is not None:
+        return statement
+    ctes = []
+    binds = [bindparam("now", type_=UTCDateTime())]
+    table = Prediction.__table__
+    for i in range(rows):
+        names = ", ".join(_PREDICTION_COLUMNS)
+        params = ", ".join(f":p{i}_{c}" for c in _PREDICTION_COLUMNS)
+        ctes.append(f"stored{i} AS (INSERT INTO predictions ({names}) VALUES ({params}))")
+        binds += [bindparam(f"p{i}_{c.name}", type_=c.type) for c in table.columns]
+    day_table = HealthScoreDay.__table__
+    for i in range(days):
+        names = ", ".join(_DAY_COLUMNS)
+        params = ", ".join(f":d{i}_{c}" for c in _DAY_COLUMNS)
+        ctes.append(
+            f"days{i} AS (INSERT INTO health_score_days ({names}) VALUES ({params})"
+            " ON CONFLICT (asset_id, day) DO UPDATE SET "
+            + ", ".join(
+                f"{c} = health_score_days.{c} + excluded.{c}"
+                for c in ("n", "sum_x", "sum_y", "sum_xx", "sum_xy")
+            )
+            + ", min_x = LEAST(health_score_days.min_x, excluded.min_x),"
+            " max_x = GREATEST(health_score_days.max_x, excluded.max_x))"
+        )
+        binds += [bindparam(f"d{i}_{c}", type_=day_table.c[c].type) for c in _DAY_COLUMNS]
+    asset_table = Asset.__table__
+    for i in range(scores):
+        ctes.append(
+            f"scored{i} AS (UPDATE assets SET health_score = :s{i}_score, updated_at = :now"
+            f" WHERE id = :s{i}_id AND CAST(:s{i}_score AS DOUBLE PRECISION) IS NOT NULL"
+            f" AND health_score IS DISTINCT FROM :s{i}_score)"
+        )
+        binds += [
+            bindparam(f"s{i}_id", type_=asset_table.c.id.type),
+            bindparam(f"s{i}_score", type_=asset_table.c.health_score.type),
+        ]
+    ids = " OR ".join(f"id = :s{i}_id" for i in range(scores)) or "false"
+    sql = f"WITH {', '.join(ctes)} SELECT id, health_score FROM assets WHERE {ids}"
+    statement = _AT_ONCE[key] = text(sql).bindparams(*binds)
+    return statement
+
+
+def _store_at_once(db: Database, tenant_id: uuid.UUID, rows: Sequence[PredictionRow]) -> None:
+    """What :func:`_store` does, for a few rows on PostgreSQL, as one statement run on its own
+    (atomic by itself, so no transaction around it): the predictions inserted, their day sums
+    added to ``health_score_days`` and the assets' scores set, by data-modifying CTEs, while the
+    statement's own SELECT reads the scores the assets had (every part of one statement sees
+    the same snapshot). One round trip where a transaction of its own takes six (BEGIN, four
+    statements, COMMIT): a single scored prediction's store."""
+    params: dict[str, Any] = {"now": utcnow()}
+    for i, r in enumerate(rows):
+        params.update((f"p{i}_{c}", v) for c, v in r.to_values(tenant_id).items())
+    sums = signals.day_sums(
+        [
+            (r.asset_id, r.as_of, r.health_score)
+            for r in rows
+            if r.as_of is not None and r.health_score is not None
+        ]
+    )
+    for i, (a, d, acc) in enumerate(sums):
+        params.update(
+            zip(
+                (f"d{i}_{c}" for c in _DAY_COLUMNS),
+                [a, int(d), tenant_id, int(acc[0]), *acc[1:]],
+                strict=True,
+            )
+        )
+    # Every asset of the rows: one without a score has its previous one read all the same.
+    scores = {r.asset_id: r.health_score for r in rows}
+    for i, (a, score) in enumerate(scores.items()):
+        params[f"s{i}_id"], params[f"s{i}_score"] = a, score
+    statement = _at_once_statement(len(rows), len(sums), len(scores))
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        previous: dict[uuid.UUID, float | None] = dict(conn.execute(statement, params).all())
+    for r in rows:
+        r.previous_health_score = previous.get(r.asset_id)
 
 
 def health_events(rows: Sequence[PredictionRow]) -> list[tuple[uuid.UUID, Event]]:

@@ -216,12 +216,11 @@ _UPSERT = (
 _EXTREMES = {"postgresql": ("LEAST", "GREATEST"), "sqlite": ("min", "max")}
 
 
-def record_scores(
-    session: Session, tenant_id: uuid.UUID, scores: Sequence[tuple[uuid.UUID, datetime, float]]
-) -> None:
-    """Add stored predictions' (asset, as_of, health score) to ``health_score_days``, in the
-    transaction that stores them. Rows go in (asset, day) order, so concurrent scorings of one
-    fleet take the rows' locks in the same order."""
+def day_sums(
+    scores: Sequence[tuple[uuid.UUID, datetime, float]],
+) -> list[tuple[uuid.UUID, int, list[float]]]:
+    """(asset, day, [n, Σx, Σy, Σx², Σxy, min x, max x]) of the finite scores, in (asset, day)
+    order: what :func:`record_scores` adds to ``health_score_days``."""
     sums: dict[tuple[uuid.UUID, int], list[float]] = {}
     for asset_id, as_of, y in scores:
         if not math.isfinite(y):
@@ -240,19 +239,28 @@ def record_scores(
             acc[4] += x * y
             acc[5] = min(acc[5], x)
             acc[6] = max(acc[6], x)
-    if not sums:
+    return [(a, d, sums[(a, d)]) for a, d in sorted(sums)]
+
+
+def record_scores(
+    session: Session, tenant_id: uuid.UUID, scores: Sequence[tuple[uuid.UUID, datetime, float]]
+) -> None:
+    """Add stored predictions' (asset, as_of, health score) to ``health_score_days``, in the
+    transaction that stores them. Rows go in (asset, day) order, so concurrent scorings of one
+    fleet take the rows' locks in the same order."""
+    rows = day_sums(scores)
+    if not rows:
         return
     conn = session.connection()
     dialect = conn.dialect.name
     least, greatest = _EXTREMES[dialect]
     tenant = uuid_literal(dialect, tenant_id)
-    keys = sorted(sums)
-    for chunk in chunks(keys, _ROWS_PER_STATEMENT):
+    for chunk in chunks(rows, _ROWS_PER_STATEMENT):
         values = ", ".join(
-            f"({uuid_literal(dialect, a)}, {int(d)}, {tenant}, {int(sums[(a, d)][0])}, "
-            + ", ".join(repr(float(v)) for v in sums[(a, d)][1:])
+            f"({uuid_literal(dialect, a)}, {int(d)}, {tenant}, {int(acc[0])}, "
+            + ", ".join(repr(float(v)) for v in acc[1:])
             + ")"
-            for a, d in chunk
+            for a, d, acc in chunk
         )
         conn.execute(text(_UPSERT.format(values=values, least=least, greatest=greatest)))
 
