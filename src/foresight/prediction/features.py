@@ -995,9 +995,17 @@ def _ewma_states(
     head = starts[: going[0]]
     num[head] = wx[head]
     den[head] = 1.0 if w is None else w[head]
+    # Every bucket's decay from the one before in one pass (each the same operation on the
+    # same two numbers as inside the loop, so the same bits); a series' first bucket's is unused.
+    decay = np.empty_like(x)
+    decay[0] = 0.0
+    np.subtract(tau_h[:-1], tau_h[1:], out=decay[1:])
+    decay[1:] /= halflife_h
+    with np.errstate(over="ignore"):  # across a series boundary: never used
+        np.exp2(decay, out=decay)
     for p in range(1, going.shape[0]):
         k = starts[: going[p]] + p
-        d = np.exp2((tau_h[k - 1] - tau_h[k]) / halflife_h)
+        d = decay[k]
         num[k] = num[k - 1] * d + wx[k]
         den[k] = den[k - 1] * d + (1.0 if w is None else w[k])
     return num, den

@@ -438,13 +438,16 @@ def set_budget_mb(megabytes: float) -> None:
 
 
 def for_engine(engine: Any) -> RollupCache | None:
-    """The cache of this engine's database (None when caching is off)."""
+    """The cache of this engine's database (None when caching is off). Keyed by the engine's
+    connection pool, which its option views share (``engine.execution_options(...)``: the
+    snapshot readers' engine): one cache whichever of them a session is bound to."""
     if _budget_bytes <= 0:
         return None
+    key = engine.pool
     with _caches_lock:
-        cache = _caches.get(engine)
+        cache = _caches.get(key)
         if cache is None:
-            cache = _caches[engine] = RollupCache(_budget_bytes)
+            cache = _caches[key] = RollupCache(_budget_bytes)
         return cache
 
 
