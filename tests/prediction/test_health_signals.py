@@ -19,11 +19,14 @@ from foresight.models import (
     Asset,
     Criticality,
     HealthScoreDay,
+    MaintenanceKind,
+    MaintenanceRecord,
+    MaintenanceStatus,
     Prediction,
     Severity,
     Tenant,
 )
-from foresight.prediction import service, signals
+from foresight.prediction import features, service, signals
 from foresight.prediction.health import HealthInputs, health, trend_per_week
 from foresight.timeseries.store import write_arrays
 from tests.factories import Factory
@@ -377,3 +380,40 @@ def test_few_rows_are_stored_in_one_statement_as_a_transaction_stores_them(
         == twice[2]
         == {ids[0]: rows[0].health_score, ids[1]: rows[1].health_score, ids[2]: 12.5}
     )
+
+
+def test_maintenance_read_once_is_what_each_query_would_read(db: Database, tenant: Tenant) -> None:
+    """Scoring reads an asset's maintenance records once (``features.maintenance_rows``) for the
+    features and the health signals: every kind and status, dated or not, before and after the
+    assets' times, gives the same features (to the bit) and signals as their own queries."""
+    a = _asset(db, tenant, "A")
+    b = _asset(db, tenant, "B")
+    end = at(LAST)
+    when = [None, end - timedelta(days=30), end - timedelta(days=2), end + timedelta(days=3)]
+    rng = np.random.default_rng(5)
+    with db.transaction() as session:
+        for kind in MaintenanceKind:
+            for status in MaintenanceStatus:
+                for asset_id in (a, b):
+                    started, ended, due = (when[i] for i in rng.integers(0, len(when), 3))
+                    if started is not None and ended is not None and ended < started:
+                        started, ended = ended, started
+                    session.add(
+                        MaintenanceRecord(
+                            tenant_id=tenant.id, asset_id=asset_id, kind=kind, status=status,
+                            started_at=started, ended_at=ended, scheduled_for=due,
+                        )
+                    )  # fmt: skip
+    config = features.FeatureConfig()
+    with db.transaction(write=False) as session:
+        assets = [session.get_one(Asset, a), session.get_one(Asset, b)]
+        rows = features.maintenance_rows(session, tenant.id, [a, b])
+        assert len(rows) == 2 * len(MaintenanceKind) * len(MaintenanceStatus)
+        kwargs = {"as_of": "latest", "session": session, "assets": assets}
+        own = features.build_dataset(None, tenant.id, config, **kwargs)
+        shared = features.build_dataset(None, tenant.id, config, **kwargs, maintenance=rows)
+        assert np.array_equal(own.X.view(np.uint64), shared.X.view(np.uint64))
+        for times in ({a: end, b: end}, {a: end - timedelta(days=5), b: end + timedelta(days=9)}):
+            assert signals.gather(session, assets, times) == signals.gather(
+                session, assets, times, maintenance=rows
+            )

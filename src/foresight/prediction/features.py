@@ -603,6 +603,39 @@ _MAINTENANCE_EVENTS = select(
     MaintenanceRecord.asset_id.in_(_IDS),
     MaintenanceRecord.status.not_in([MaintenanceStatus.cancelled, MaintenanceStatus.scheduled]),
 )
+# Every maintenance record of the assets, as scoring reads them once for the features and the
+# health signals (``maintenance_rows``): (asset_id, kind, status, started_at, ended_at,
+# scheduled_for).
+_MAINTENANCE_ROWS = select(
+    MaintenanceRecord.asset_id,
+    MaintenanceRecord.kind,
+    MaintenanceRecord.status,
+    MaintenanceRecord.started_at,
+    MaintenanceRecord.ended_at,
+    MaintenanceRecord.scheduled_for,
+).where(MaintenanceRecord.tenant_id == bindparam("tenant"), MaintenanceRecord.asset_id.in_(_IDS))
+MaintenanceRow = tuple[uuid.UUID, MaintenanceKind, MaintenanceStatus, Any, Any, Any]
+_NOT_EVENTS = (MaintenanceStatus.cancelled, MaintenanceStatus.scheduled)
+
+
+def maintenance_rows(
+    session: Session, tenant_id: uuid.UUID, asset_ids: Sequence[uuid.UUID]
+) -> list[MaintenanceRow]:
+    """Every maintenance record of these assets, whatever its kind and status, for
+    :func:`build_dataset` and ``signals.gather`` to share (``maintenance=``): each filters them
+    as its own query would."""
+    conn = session.connection()
+    out: list[MaintenanceRow] = []
+    for chunk in chunks(list(asset_ids)):
+        out.extend(
+            (a, k, st, s0, e0, sf)
+            for a, k, st, s0, e0, sf in conn.execute(
+                _MAINTENANCE_ROWS, {"tenant": tenant_id, "ids": list(chunk)}
+            )
+        )
+    return out
+
+
 # By asset only (the fleet's assets are the tenant's): the primary key's order, where the
 # tenant's index would visit every asset's minutes.
 _ANOMALY_EVENTS = (
@@ -1273,8 +1306,10 @@ def _load_events(
     since_ms: int,
     *,
     windowed: bool = True,
+    maintenance: Sequence[MaintenanceRow] | None = None,
 ) -> _Events:
-    """Maintenance records (all), and (``windowed``) the alerts and flagged anomaly minutes from
+    """Maintenance records (all; ``maintenance``: from these rows of :func:`maintenance_rows`
+    instead of a query), and (``windowed``) the alerts and flagged anomaly minutes from
     ``since_ms`` on (older ones fall outside every window)."""
     index = {a: i for i, a in enumerate(fleet.asset_ids)}
     maint_a: list[int] = []
@@ -1285,9 +1320,8 @@ def _load_events(
     anom_t: list[int] = []
     alert_at: dict[str, tuple[list[int], list[int]]] = {s: ([], []) for s in SEVERITIES}
     conn = session.connection()
-    for chunk in chunks(fleet.asset_ids):
-        ids = list(chunk)
-        records = conn.execute(_MAINTENANCE_EVENTS, {"tenant": tenant_id, "ids": ids})
+
+    def add(records: Any) -> None:
         for asset_id, kind, started_at, ended_at in records:
             at = _dt_ms(started_at if started_at is not None else ended_at)
             if at is None:
@@ -1298,6 +1332,17 @@ def _load_events(
             else:
                 maint_a.append(index[asset_id])
                 maint_t.append(at)
+
+    if maintenance is not None:  # as _MAINTENANCE_EVENTS would have returned them
+        add(
+            (a, kind, started, ended)
+            for a, kind, status, started, ended, _ in maintenance
+            if status not in _NOT_EVENTS and a in index
+        )
+    for chunk in chunks(fleet.asset_ids):
+        ids = list(chunk)
+        if maintenance is None:
+            add(conn.execute(_MAINTENANCE_EVENTS, {"tenant": tenant_id, "ids": ids}))
         if not windowed:
             continue
         minutes = conn.execute(_ANOMALY_EVENTS, {"ids": ids, "since": since_ms - 60_000})
@@ -1574,6 +1619,7 @@ def build_dataset(
     categories: Mapping[str, Sequence[str]] | None = None,
     session: Session | None = None,
     assets: Sequence[Any] | None = None,
+    maintenance: Sequence[MaintenanceRow] | None = None,
 ) -> FeatureFrame:
     """Features and labels for the tenant's assets (all, or ``asset_ids``), read from the store.
 
@@ -1583,13 +1629,14 @@ def build_dataset(
     columns (a trained model's), so codes mean the same at scoring; unknown levels are NaN.
     Read in ``session`` when given (the caller's read transaction), else in one of ``db``'s;
     ``assets``: the assets themselves, already read in ``session`` (rows or ORM objects with id,
-    tag, type, criticality and install_date), instead of ``asset_ids``: they are not read again.
+    tag, type, criticality and install_date), instead of ``asset_ids``: they are not read again;
+    ``maintenance``: the assets' :func:`maintenance_rows`, read in ``session`` (not read again).
     """
     config = config or FeatureConfig()
-    if assets is not None and session is None:
-        raise ValueError("assets already read come with the session they were read in")
+    if (assets is not None or maintenance is not None) and session is None:
+        raise ValueError("rows already read come with the session they were read in")
     if session is not None:
-        return _build(session, tenant_id, config, asset_ids, as_of, categories, assets)
+        return _build(session, tenant_id, config, asset_ids, as_of, categories, assets, maintenance)
     if db is None:
         raise ValueError("build_dataset needs a database or a session")
     with db.transaction(write=False, snapshot=True) as own:
@@ -1604,6 +1651,7 @@ def _build(
     as_of: AsOf,
     categories: Mapping[str, Sequence[str]] | None,
     assets: Sequence[Any] | None = None,
+    maintenance: Sequence[MaintenanceRow] | None = None,
 ) -> FeatureFrame:
     fleet = _load_fleet(session, tenant_id, asset_ids, config.sensor_keys, assets)
     n_assets = len(fleet.asset_ids)
@@ -1672,7 +1720,9 @@ def _build(
 
     lookback = max(config.anomaly_windows_h[-1], config.alert_windows_h[-1]) * HOUR_MS
     since = int(rows_t.min()) - lookback if rows_t.shape[0] else 0
-    events = _load_events(session, tenant_id, fleet, since, windowed=not scoring)
+    events = _load_events(
+        session, tenant_id, fleet, since, windowed=not scoring, maintenance=maintenance
+    )
     col = {s.name: j for j, s in enumerate(specs)}
     X[:, col["days_since_maintenance"]] = labels.days_since_last(
         events.maintenance, rows_asset, rows_t

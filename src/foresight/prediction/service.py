@@ -64,7 +64,13 @@ from foresight.models import (
     TrainingJob,
 )
 from foresight.prediction import feedback, modeling, registry, signals, tracking
-from foresight.prediction.features import FeatureConfig, FeatureFrame, FeatureSpec, build_dataset
+from foresight.prediction.features import (
+    FeatureConfig,
+    FeatureFrame,
+    FeatureSpec,
+    build_dataset,
+    maintenance_rows,
+)
 from foresight.prediction.health import health as health_score
 
 DEFAULT_MAX_RUL_DAYS = 180.0
@@ -613,6 +619,8 @@ def _score(
     reasons: dict[uuid.UUID, str] = {}
     if not assets:
         return []
+    # Read once for the features and the health signals.
+    maintenance = maintenance_rows(reader, tenant_id, [a.id for a in assets])
     if current is None:
         for a in assets:
             reasons[a.id] = "no champion model: rule-based fallback"
@@ -625,6 +633,7 @@ def _score(
             categories=current.categories,
             session=reader,
             assets=assets,  # read above in this transaction: not read again
+            maintenance=maintenance,
         ).conform(specs, current.categories)
         index = {aid: i for i, aid in enumerate(frame.asset_id.tolist())}
         usable: list[int] = []
@@ -677,7 +686,7 @@ def _score(
     latest = signals.latest_readings(reader, [a.id for a in by_rule]) if by_rule else {}
     times = {aid: r.as_of or r.computed_at for aid, r in rows.items()}
     times.update({a.id: latest.get(a.id, now) for a in by_rule})
-    found = signals.gather(reader, assets, times)
+    found = signals.gather(reader, assets, times, maintenance=maintenance)
     for a in by_rule:
         rows[a.id] = fallback_prediction(
             a, found[a.id], as_of=latest.get(a.id), reason=reasons[a.id], now=now,

@@ -145,10 +145,32 @@ _MAINTENANCE = select(
 )
 
 
+def _as_maintenance_query(rows: Sequence[Any], latest: datetime) -> list[Any]:
+    """Of every maintenance record (``features.maintenance_rows``), those ``_MAINTENANCE``
+    selects, with its columns."""
+    out = []
+    for row in rows:
+        _, kind, status, started, ended, scheduled_for = row
+        done = ended if ended is not None else started
+        if (
+            (kind != MaintenanceKind.failure and done is not None and as_utc(done) <= latest)
+            or (status == MaintenanceStatus.scheduled and scheduled_for is not None)
+            or (kind == MaintenanceKind.failure and status == MaintenanceStatus.in_progress)
+        ):
+            out.append(row)
+    return out
+
+
 def gather(
-    session: Session, assets: Sequence[Asset], times: Mapping[uuid.UUID, datetime]
+    session: Session,
+    assets: Sequence[Asset],
+    times: Mapping[uuid.UUID, datetime],
+    *,
+    maintenance: Sequence[Any] | None = None,
 ) -> dict[uuid.UUID, AssetSignals]:
-    """Each asset's signals at its time in ``times`` (see the module docstring)."""
+    """Each asset's signals at its time in ``times`` (see the module docstring);
+    ``maintenance``: every maintenance record of the assets (``features.maintenance_rows``,
+    read in ``session``) instead of a query."""
     if not assets:
         return {}
     out = {a.id: AssetSignals(criticality=a.criticality.value) for a in assets}
@@ -177,7 +199,12 @@ def gather(
     due: dict[uuid.UUID, datetime] = {}
     down: dict[uuid.UUID, list[datetime]] = defaultdict(list)
     params = {"tenant": tenant_id, "ids": ids, "latest": latest}
-    for aid, kind, status, started, ended, scheduled_for in conn.execute(_MAINTENANCE, params):
+    records = (
+        conn.execute(_MAINTENANCE, params)
+        if maintenance is None
+        else _as_maintenance_query([m for m in maintenance if m[0] in out], as_utc(latest))
+    )
+    for aid, kind, status, started, ended, scheduled_for in records:
         if kind != MaintenanceKind.failure:
             at = ended if ended is not None else started
             if at is not None and as_utc(at) <= as_utc(times[aid]):
