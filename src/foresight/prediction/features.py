@@ -1404,45 +1404,53 @@ def _scoring_counts(
     rows = list(zip(rows_asset.tolist(), rows_t.tolist(), strict=True))
     minute_w = config.anomaly_windows_h
     alert_w = config.alert_windows_h
+    flag = "a.flag" if postgres else "a.flag = 1"
+    # A minute counts once it is over: minute + 1 min in (t - W, t]. One index range per asset
+    # and window, read in order (distinct minutes without a sort: several times cheaper than
+    # one join of every minute deduplicated and grouped).
+    minute_counts = [
+        "(SELECT count(*) FROM (SELECT DISTINCT a.minute_ms FROM anomaly_scores a"
+        f" WHERE a.asset_id = q.aid AND {flag} AND a.minute_ms > q.t - {w * HOUR_MS + 60_000}"
+        " AND a.minute_ms <= q.t - 60000) m)"
+        for w in minute_w
+    ]
+    # The alerts of the longest window, one index range per asset, counted by severity and
+    # window in one pass and packed into one text ("n,n,…", severity-major): NULL when none.
+    text_of = "CAST({} AS TEXT)" if postgres else "{}"
+    packed = " || ',' || ".join(
+        text_of.format(f"sum(CASE WHEN a.severity = '{level}' AND a.triggered_at > q.lo{i}"
+                       " THEN 1 ELSE 0 END)")
+        for level in SEVERITIES
+        for i in range(len(alert_w))
+    )  # fmt: skip
+    alert_counts = (
+        f"(SELECT {packed} FROM alerts a WHERE a.tenant_id = {ident(tenant_id)}"
+        f" AND a.asset_id = q.aid AND a.triggered_at > q.lo{len(alert_w) - 1}"
+        " AND a.triggered_at <= q.ts)"
+    )
+    names = ", ".join(f"lo{i}" for i in range(len(alert_w)))
+    select_list = ", ".join([*minute_counts, alert_counts])
     for chunk in chunks(rows, _COUNTS_ROWS_PER_STATEMENT):
-        values = ", ".join(f"({ident(fleet.asset_ids[a])}, {int(t)})" for a, t in chunk)
-        # A minute counts once it is over: minute + 1 min in (t - W, t]. One index range per
-        # asset and window, read in order (distinct minutes without a sort: several times
-        # cheaper than one join of every minute deduplicated and grouped).
-        flag = "a.flag" if postgres else "a.flag = 1"
-        counts_sql = ", ".join(
-            "(SELECT count(*) FROM (SELECT DISTINCT a.minute_ms FROM anomaly_scores a"
-            f" WHERE a.asset_id = q.aid AND {flag} AND a.minute_ms > q.t - {w * HOUR_MS + 60_000}"
-            " AND a.minute_ms <= q.t - 60000) m)"
-            for w in minute_w
-        )
-        sql = f"WITH q (aid, t) AS (VALUES {values}) SELECT q.aid, {counts_sql} FROM q"
-        for asset_id, *counts in session.execute(text(sql)).all():
-            i = row_of[asset_id]
-            for w, n in zip(minute_w, counts, strict=True):
-                out[f"anomaly_minutes__{w}h"][i] = float(n or 0)
         values = ", ".join(
-            f"({ident(fleet.asset_ids[a])}, {stamp(int(t))}, "
+            f"({ident(fleet.asset_ids[a])}, {int(t)}, {stamp(int(t))}, "
             + ", ".join(stamp(int(t) - w * HOUR_MS) for w in alert_w)
             + ")"
             for a, t in chunk
         )
-        names = ", ".join(f"lo{i}" for i in range(len(alert_w)))
-        sums = ", ".join(
-            f"SUM(CASE WHEN a.triggered_at > q.lo{i} THEN 1 ELSE 0 END)"
-            for i in range(len(alert_w))
-        )
         sql = (
-            f"WITH q (aid, t, {names}) AS (VALUES {values}) SELECT a.asset_id, a.severity, {sums}"
-            f" FROM q JOIN alerts a ON a.tenant_id = {ident(tenant_id)} AND a.asset_id = q.aid"
-            f" AND a.triggered_at > q.lo{len(alert_w) - 1} AND a.triggered_at <= q.t"
-            " GROUP BY a.asset_id, a.severity"
+            f"WITH q (aid, t, ts, {names}) AS (VALUES {values}) SELECT q.aid, {select_list} FROM q"
         )
-        for asset_id, severity, *counts in session.execute(text(sql)).all():
+        for asset_id, *counts in session.execute(text(sql)).all():
             i = row_of[asset_id]
-            level = getattr(severity, "value", severity)
-            for w, n in zip(alert_w, counts, strict=True):
-                out[f"alerts_{level}__{w}h"][i] = float(n or 0)
+            for w, n in zip(minute_w, counts[: len(minute_w)], strict=True):
+                out[f"anomaly_minutes__{w}h"][i] = float(n or 0)
+            alerts = counts[len(minute_w)]
+            if alerts is None:
+                continue
+            numbers = iter(str(alerts).split(","))
+            for level in SEVERITIES:
+                for w in alert_w:
+                    out[f"alerts_{level}__{w}h"][i] = float(next(numbers))
     return out
 
 
