@@ -762,10 +762,12 @@ def _fetch_rollups(
     resolution_s: int,
     ranges: Ranges | None,
     reads: ScoringReads | None = None,
+    prefetched: dict[int, tuple[Ranges, list[npt.NDArray[Any]]]] | None = None,
 ) -> _Buckets:
     """The buckets of every series of the fleet (``ranges``: only those), sorted by (series,
     start); with ``reads``, those kept in memory from the fleet's last scoring are not read
-    again (``rollup_cache``).
+    again (``rollup_cache``); ``prefetched``: per resolution, what was read for it already
+    (:func:`_prefetch_rollups`) and the ranges it was read for.
 
     Reading millions of buckets is most of the work, so each backend gets its cheapest path:
     PostgreSQL packs each series into one binary string that numpy reads as is; SQLite (where
@@ -782,20 +784,20 @@ def _fetch_rollups(
     postgres = session.get_bind().dialect.name == "postgresql"
 
     def read(which: Ranges) -> list[npt.NDArray[Any]]:
+        if prefetched is not None and resolution_s in prefetched:
+            for_ranges, columns = prefetched.pop(resolution_s)
+            if not (
+                np.array_equal(for_ranges.sid, which.sid)
+                and np.array_equal(for_ranges.lo, which.lo)
+                and np.array_equal(for_ranges.hi, which.hi)
+            ):
+                raise AssertionError("prefetched rollups were read for other ranges")
+            return columns
         if postgres:
-            parts = _fetch_postgres(raw, resolution_s, which, pg_per_statement)
+            parts = _fetch_postgres(raw, {resolution_s: which}, pg_per_statement)[resolution_s]
         else:
             parts = _fetch_sqlite(raw, resolution_s, which, sqlite_per_statement)
-        if not parts:
-            return [np.empty(0, np.int64), np.empty(0, np.int64)] + [np.empty(0) for _ in range(6)]
-        sid = np.concatenate([s for s, _ in parts])
-        columns = []
-        for i in range(7):  # column by column, letting go of the pieces (peak memory)
-            columns.append(np.concatenate([p[i] for _, p in parts]))
-            for _, p in parts:
-                p[i] = columns[-1][:0]
-        columns[0] = columns[0].astype(np.int64)
-        return [np.searchsorted(fleet.series_id, sid).astype(np.int64), *columns]
+        return _columns(fleet, parts)
 
     if reads is None:
         sidx, *columns = read(ranges)
@@ -822,15 +824,66 @@ def _fetch_rollups(
 _Part = tuple[I64, list[npt.NDArray[Any]]]
 
 
-def _fetch_postgres(raw: Any, resolution_s: int, ranges: Ranges, per_statement: int) -> list[_Part]:
-    """One row per range, its buckets packed into one bytea by an index scan (in index order,
-    which the caller checks: it sorts if need be); a statement's rows read as one array."""
-    parts: list[_Part] = []
-    for sids, values in ranges.values(per_statement):
+def _columns(fleet: _Fleet, parts: list[_Part]) -> list[npt.NDArray[Any]]:
+    """The parts' buckets as one array a column, the series index first."""
+    if not parts:
+        return [np.empty(0, np.int64), np.empty(0, np.int64)] + [np.empty(0) for _ in range(6)]
+    sid = np.concatenate([s for s, _ in parts])
+    columns = []
+    for i in range(7):  # column by column, letting go of the pieces (peak memory)
+        columns.append(np.concatenate([p[i] for _, p in parts]))
+        for _, p in parts:
+            p[i] = columns[-1][:0]
+    columns[0] = columns[0].astype(np.int64)
+    return [np.searchsorted(fleet.series_id, sid).astype(np.int64), *columns]
+
+
+def _prefetch_rollups(
+    session: Session,
+    fleet: _Fleet,
+    wanted: dict[int, Ranges],
+    reads: ScoringReads | None,
+) -> dict[int, tuple[Ranges, list[npt.NDArray[Any]]]] | None:
+    """PostgreSQL, a scoring of a few assets: what both resolutions' reads will ask for, in one
+    statement (one round trip less a scoring; a batch's thousands of ranges gain nothing)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    missing = {}
+    for resolution_s, ranges in wanted.items():
+        if reads is not None:
+            sidx = np.searchsorted(fleet.series_id, ranges.sid).astype(np.int64)
+            ranges = reads.missing(resolution_s, sidx, ranges)
+        missing[resolution_s] = ranges
+    sizes = [len(r) for r in missing.values()]
+    if min(sizes) == 0 or sum(sizes) > _PG_RANGES_PER_STATEMENT:
+        return None
+    raw: Any = session.connection().connection.dbapi_connection
+    parts = _fetch_postgres(raw, missing, sum(sizes))
+    return {res: (missing[res], _columns(fleet, parts[res])) for res in missing}
+
+
+def _fetch_postgres(
+    raw: Any, ranges: Mapping[int, Ranges], per_statement: int
+) -> dict[int, list[_Part]]:
+    """Per resolution, one row per range, its buckets packed into one bytea by an index scan
+    (in index order, which the caller checks: it sorts if need be); a statement's rows read as
+    one array. Several resolutions' ranges that fit one statement share it."""
+    out: dict[int, list[_Part]] = {res: [] for res in ranges}
+    statements: list[tuple[list[int], list[int], str]] = []  # (resolutions, sids, VALUES)
+    for res, which in ranges.items():
+        for sids, values in which.values(per_statement):
+            tagged = values.replace("(", f"({int(res)}, ")
+            if statements and len(statements[-1][1]) + len(sids) <= per_statement:
+                resolutions, all_sids, text_ = statements[-1]
+                statements[-1] = (resolutions + [res] * len(sids), all_sids + sids,
+                                  f"{text_}, {tagged}")  # fmt: skip
+            else:
+                statements.append(([res] * len(sids), list(sids), tagged))
+    for resolutions, sids, values in statements:
         sql = (
             f"SELECT (SELECT {_PG_PACK} FROM readings_rollup r WHERE r.series_id = q.sid"
-            f" AND r.resolution_s = {int(resolution_s)} AND r.bucket_ms >= q.lo"
-            f" AND r.bucket_ms < q.hi) FROM (VALUES {values}) AS q (sid, lo, hi)"
+            " AND r.resolution_s = q.res AND r.bucket_ms >= q.lo"
+            f" AND r.bucket_ms < q.hi) FROM (VALUES {values}) AS q (res, sid, lo, hi)"
         )
         with raw.cursor(binary=True) as cursor:
             cursor.execute(sql)
@@ -839,14 +892,22 @@ def _fetch_postgres(raw: Any, resolution_s: int, ranges: Ranges, per_statement: 
         if not sizes.sum():
             continue
         records = np.frombuffer(b"".join(packed), dtype=_PG_RECORD)
-        parts.append(
-            (
-                np.repeat(np.asarray(sids, dtype=np.int64), sizes),
-                [records["bucket_ms"].astype(np.int64), records["count"].astype(np.float64)]
-                + [records[n].astype(np.float64) for n in ("mean", "m2", "min", "max", "last")],
+        row_res = np.asarray(resolutions, dtype=np.int64)
+        bucket_res = np.repeat(row_res, sizes)
+        bucket_sid = np.repeat(np.asarray(sids, dtype=np.int64), sizes)
+        for res in ranges:
+            mine = bucket_res == res
+            if not mine.any():
+                continue
+            got = records[mine]
+            out[res].append(
+                (
+                    bucket_sid[mine],
+                    [got["bucket_ms"].astype(np.int64), got["count"].astype(np.float64)]
+                    + [got[n].astype(np.float64) for n in ("mean", "m2", "min", "max", "last")],
+                )
             )
-        )
-    return parts
+    return out
 
 
 def _fetch_sqlite(raw: Any, resolution_s: int, ranges: Ranges, per_statement: int) -> list[_Part]:
@@ -1680,8 +1741,9 @@ def _build(
             reads = cache.begin(fleet.series_id, seen.revision, seen.has, seen.series_ms)
         origin = _origins(session, fleet, reads)
         hourly_ranges, daily_ranges, cut = _scoring_ranges(fleet, t_asset, origin, config)
-        hourly = _fetch_rollups(session, fleet, 3600, hourly_ranges, reads)
-        daily = _fetch_rollups(session, fleet, 86400, daily_ranges, reads)
+        ahead = _prefetch_rollups(session, fleet, {3600: hourly_ranges, 86400: daily_ranges}, reads)
+        hourly = _fetch_rollups(session, fleet, 3600, hourly_ranges, reads, ahead)
+        daily = _fetch_rollups(session, fleet, 86400, daily_ranges, reads, ahead)
         if reads is not None:
             reads.finish()
         stand_ins = daily

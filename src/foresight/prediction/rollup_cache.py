@@ -320,12 +320,16 @@ class ScoringReads:
         self._origin_day = out
         return out
 
-    def rollups(
-        self, resolution_s: int, sidx: I64, ranges: Ranges, read: Callable[[Ranges], Columns]
-    ) -> tuple[I64, Columns]:
-        """The buckets of ``ranges`` (``sidx``: each range's series index), sorted by (series
-        index, start): kept ones from memory, the rest by ``read(ranges)``, which returns the
-        columns of the buckets plus, first, their series index."""
+    def missing(self, resolution_s: int, sidx: I64, ranges: Ranges) -> Ranges:
+        """What :meth:`rollups` of the same arguments will ask its ``read`` for (so that a
+        caller can read several resolutions' in one statement first)."""
+        return self._plan(resolution_s, sidx, ranges)[4]
+
+    def _plan(
+        self, resolution_s: int, sidx: I64, ranges: Ranges
+    ) -> tuple[_Kept | None, I64, I64, B1, Ranges]:
+        """(kept buckets of the resolution, the served part [lo, hi) of each range, which are
+        served, what is left to read)."""
         lo, hi = ranges.lo, ranges.hi
         n = lo.shape[0]
         kept = self.old.kept.get(resolution_s) if self.old is not None else None
@@ -352,6 +356,16 @@ class ScoringReads:
         left = np.flatnonzero(m_lo < m_hi)
         left = left[np.lexsort((m_lo[left], sidx[both[left]]))]
         missing = Ranges(ranges.sid[both[left]], m_lo[left], m_hi[left])
+        return kept, ov_lo, ov_hi, served, missing
+
+    def rollups(
+        self, resolution_s: int, sidx: I64, ranges: Ranges, read: Callable[[Ranges], Columns]
+    ) -> tuple[I64, Columns]:
+        """The buckets of ``ranges`` (``sidx``: each range's series index), sorted by (series
+        index, start): kept ones from memory, the rest by ``read(ranges)``, which returns the
+        columns of the buckets plus, first, their series index."""
+        lo, hi = ranges.lo, ranges.hi
+        kept, ov_lo, ov_hi, served, missing = self._plan(resolution_s, sidx, ranges)
         served_key: I64 | None = None
         if kept is not None and served.any():
             base = sidx[served] << TIME_BITS
