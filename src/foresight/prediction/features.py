@@ -604,16 +604,6 @@ _FLEET_STATEMENTS = {
     for by_id in (False, True)
     for by_key in (False, True)
 }
-_MAINTENANCE_EVENTS = select(
-    MaintenanceRecord.asset_id,
-    MaintenanceRecord.kind,
-    MaintenanceRecord.started_at,
-    MaintenanceRecord.ended_at,
-).where(
-    MaintenanceRecord.tenant_id == bindparam("tenant"),
-    MaintenanceRecord.asset_id.in_(_IDS),
-    MaintenanceRecord.status.not_in([MaintenanceStatus.cancelled, MaintenanceStatus.scheduled]),
-)
 # Every maintenance record of the assets, as scoring reads them once for the features and the
 # health signals (``maintenance_rows``): (asset_id, kind, status, started_at, ended_at,
 # scheduled_for).
@@ -633,17 +623,13 @@ def maintenance_rows(
     session: Session, tenant_id: uuid.UUID, asset_ids: Sequence[uuid.UUID]
 ) -> list[MaintenanceRow]:
     """Every maintenance record of these assets, whatever its kind and status, for
-    :func:`build_dataset` and ``signals.gather`` to share (``maintenance=``): each filters them
-    as its own query would."""
+    :func:`build_dataset` and ``signals.gather`` to share (``maintenance=``): each keeps the
+    ones it uses."""
     conn = session.connection()
     out: list[MaintenanceRow] = []
     for chunk in chunks(list(asset_ids)):
-        out.extend(
-            (a, k, st, s0, e0, sf)
-            for a, k, st, s0, e0, sf in conn.execute(
-                _MAINTENANCE_ROWS, {"tenant": tenant_id, "ids": list(chunk)}
-            )
-        )
+        params = {"tenant": tenant_id, "ids": list(chunk)}
+        out.extend(tuple(row) for row in conn.execute(_MAINTENANCE_ROWS, params))  # type: ignore[misc]
     return out
 
 
@@ -1384,9 +1370,9 @@ def _load_events(
     windowed: bool = True,
     maintenance: Sequence[MaintenanceRow] | None = None,
 ) -> _Events:
-    """Maintenance records (all; ``maintenance``: from these rows of :func:`maintenance_rows`
-    instead of a query), and (``windowed``) the alerts and flagged anomaly minutes from
-    ``since_ms`` on (older ones fall outside every window)."""
+    """Maintenance records (all but cancelled and still-scheduled ones; ``maintenance``: the
+    fleet's :func:`maintenance_rows`, already read), and (``windowed``) the alerts and flagged
+    anomaly minutes from ``since_ms`` on (older ones fall outside every window)."""
     index = {a: i for i, a in enumerate(fleet.asset_ids)}
     maint_a: list[int] = []
     maint_t: list[int] = []
@@ -1396,31 +1382,20 @@ def _load_events(
     anom_t: list[int] = []
     alert_at: dict[str, tuple[list[int], list[int]]] = {s: ([], []) for s in SEVERITIES}
     conn = session.connection()
-
-    def add(records: Any) -> None:
-        for asset_id, kind, started_at, ended_at in records:
-            at = _dt_ms(started_at if started_at is not None else ended_at)
-            if at is None:
-                continue
-            if kind == MaintenanceKind.failure:
-                fail_a.append(index[asset_id])
-                fail_t.append(at)
-            else:
-                maint_a.append(index[asset_id])
-                maint_t.append(at)
-
-    if maintenance is not None:  # as _MAINTENANCE_EVENTS would have returned them
-        add(
-            (a, kind, started, ended)
-            for a, kind, status, started, ended, _ in maintenance
-            if status not in _NOT_EVENTS and a in index
-        )
-    for chunk in chunks(fleet.asset_ids):
-        ids = list(chunk)
-        if maintenance is None:
-            add(conn.execute(_MAINTENANCE_EVENTS, {"tenant": tenant_id, "ids": ids}))
-        if not windowed:
+    if maintenance is None:
+        maintenance = maintenance_rows(session, tenant_id, fleet.asset_ids)
+    for asset_id, kind, status, started_at, ended_at, _ in maintenance:
+        at = _dt_ms(started_at if started_at is not None else ended_at)
+        if at is None or status in _NOT_EVENTS or asset_id not in index:
             continue
+        if kind == MaintenanceKind.failure:
+            fail_a.append(index[asset_id])
+            fail_t.append(at)
+        else:
+            maint_a.append(index[asset_id])
+            maint_t.append(at)
+    for chunk in chunks(fleet.asset_ids) if windowed else ():
+        ids = list(chunk)
         minutes = conn.execute(_ANOMALY_EVENTS, {"ids": ids, "since": since_ms - 60_000})
         for asset_id, minute_ms in minutes:
             anom_a.append(index[asset_id])

@@ -32,10 +32,8 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    and_,
     bindparam,
     func,
-    or_,
     select,
     text,
 )
@@ -49,11 +47,11 @@ from foresight.models import (
     AnomalyScore,
     Asset,
     MaintenanceKind,
-    MaintenanceRecord,
     MaintenanceStatus,
     Sensor,
     SeriesLatest,
 )
+from foresight.prediction.features import MaintenanceRow, maintenance_rows
 from foresight.prediction.health import TREND_WINDOW_DAYS, HealthInputs, trend_from_sums
 from foresight.prediction.labels import DAY_MS
 
@@ -118,36 +116,12 @@ _ANOMALIES_OF_ASSETS = select(
 # A few assets: looked up by asset (the primary key's lead); many: the tenant's minute index,
 # one range for all of them.
 _ANOMALIES_OF_TENANT = _ANOMALIES_OF_ASSETS.where(AnomalyScore.tenant_id == bindparam("tenant"))
-# Maintenance done (not failures) by the latest time, still-scheduled work, failures in
-# progress: one read for the three signals.
-_done_at = func.coalesce(MaintenanceRecord.ended_at, MaintenanceRecord.started_at)
-_MAINTENANCE = select(
-    MaintenanceRecord.asset_id,
-    MaintenanceRecord.kind,
-    MaintenanceRecord.status,
-    MaintenanceRecord.started_at,
-    MaintenanceRecord.ended_at,
-    MaintenanceRecord.scheduled_for,
-).where(
-    MaintenanceRecord.tenant_id == bindparam("tenant"),
-    MaintenanceRecord.asset_id.in_(_IDS),
-    or_(
-        and_(MaintenanceRecord.kind != MaintenanceKind.failure, _done_at <= bindparam("latest")),
-        and_(
-            MaintenanceRecord.status == MaintenanceStatus.scheduled,
-            MaintenanceRecord.scheduled_for.is_not(None),
-        ),
-        and_(
-            MaintenanceRecord.kind == MaintenanceKind.failure,
-            MaintenanceRecord.status == MaintenanceStatus.in_progress,
-        ),
-    ),
-)
 
 
-def _as_maintenance_query(rows: Sequence[Any], latest: datetime) -> list[Any]:
-    """Of every maintenance record (``features.maintenance_rows``), those ``_MAINTENANCE``
-    selects, with its columns."""
+def _maintenance_signals(rows: Sequence[MaintenanceRow], latest: datetime) -> list[MaintenanceRow]:
+    """Of every maintenance record (``features.maintenance_rows``), those the signals use:
+    maintenance done (not failures) by the latest time, still-scheduled work, failures in
+    progress."""
     out = []
     for row in rows:
         _, kind, status, started, ended, scheduled_for = row
@@ -166,11 +140,11 @@ def gather(
     assets: Sequence[Asset],
     times: Mapping[uuid.UUID, datetime],
     *,
-    maintenance: Sequence[Any] | None = None,
+    maintenance: Sequence[MaintenanceRow] | None = None,
 ) -> dict[uuid.UUID, AssetSignals]:
     """Each asset's signals at its time in ``times`` (see the module docstring);
-    ``maintenance``: every maintenance record of the assets (``features.maintenance_rows``,
-    read in ``session``) instead of a query."""
+    ``maintenance``: every maintenance record of the assets (``features.maintenance_rows``),
+    already read in ``session``."""
     if not assets:
         return {}
     out = {a.id: AssetSignals(criticality=a.criticality.value) for a in assets}
@@ -198,12 +172,9 @@ def gather(
 
     due: dict[uuid.UUID, datetime] = {}
     down: dict[uuid.UUID, list[datetime]] = defaultdict(list)
-    params = {"tenant": tenant_id, "ids": ids, "latest": latest}
-    records = (
-        conn.execute(_MAINTENANCE, params)
-        if maintenance is None
-        else _as_maintenance_query([m for m in maintenance if m[0] in out], as_utc(latest))
-    )
+    if maintenance is None:
+        maintenance = maintenance_rows(session, tenant_id, ids)
+    records = _maintenance_signals([m for m in maintenance if m[0] in out], as_utc(latest))
     for aid, kind, status, started, ended, scheduled_for in records:
         if kind != MaintenanceKind.failure:
             at = ended if ended is not None else started
