@@ -20,13 +20,13 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -363,33 +363,58 @@ class RuleEngine:
             if series_id in self._meta and self._meta[series_id].loaded_at != now:
                 del self._meta[series_id]
 
-    def _tail(self, session: Session, series_id: int, first_ts: int, lookback_ms: int) -> _Tail:
-        tail = self._tails.get(series_id)
-        if tail is not None:
-            return tail
-        # First time this series is seen (or after a restart): the history its windows need.
-        rows = session.execute(
-            select(Reading.ts_ms, Reading.value)
-            .where(
-                Reading.series_id == series_id,
-                Reading.ts_ms < first_ts,
-                Reading.ts_ms >= first_ts - lookback_ms,
+    def _load_tails(self, session: Session, wanted: dict[int, tuple[int, int]]) -> None:
+        """The history the windows of these series need, the first time each is seen (or after
+        a restart): its points within ``lookback`` before its first new point, or else its last
+        point before it. ``wanted`` maps a series to (first new ts, lookback ms). A few queries
+        for all of a batch's new series, not two round trips per series."""
+        found: dict[int, tuple[np.ndarray[Any, np.dtype[np.int64]], np.ndarray[Any, Any]]] = {}
+        for ids, rows in _windows(session, wanted):
+            if not rows:
+                continue
+            sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+            value = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
+            first = np.array([wanted[s][0] for s in ids], dtype=np.int64)
+            lookback = np.array([wanted[s][1] for s in ids], dtype=np.int64)
+            order = np.argsort(np.array(ids, dtype=np.int64))
+            at = order[np.searchsorted(np.array(ids, dtype=np.int64)[order], sid)]
+            # The group's range is wider than each series' own window.
+            inside = (ts >= first[at] - lookback[at]) & (ts < first[at])
+            sid, ts, value = sid[inside], ts[inside], value[inside]
+            if not sid.shape[0]:
+                continue
+            starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
+            ends = np.append(starts[1:], sid.shape[0])
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                found[int(sid[start])] = (ts[start:end], value[start:end])
+        missing = [s for s in wanted if s not in found]
+        for series_id, ts_, value_ in _last_points(session, missing, wanted):
+            found[series_id] = (
+                np.array([ts_], dtype=np.int64),
+                np.array([value_], dtype=np.float64),
             )
-            .order_by(Reading.ts_ms)
-        ).all()
-        if not rows:
-            rows = session.execute(
-                select(Reading.ts_ms, Reading.value)
-                .where(Reading.series_id == series_id, Reading.ts_ms < first_ts)
-                .order_by(Reading.ts_ms.desc())
-                .limit(1)
-            ).all()
-        tail = _Tail(
-            np.array([r[0] for r in rows], dtype=np.int64),
-            np.array([r[1] for r in rows], dtype=np.float64),
-        )
-        self._tails[series_id] = tail
-        return tail
+        for series_id in wanted:
+            ts_a, value_a = found.get(series_id, _NO_POINTS)
+            self._tails[series_id] = _Tail(ts_a, value_a)
+
+    def _unknown_tails(
+        self, k: int, series_l: list[int], first_ts: list[int]
+    ) -> dict[int, tuple[int, int]]:
+        """The series of this batch, from position ``k`` on, whose rules need history not yet
+        read: (first new ts, lookback) by series."""
+        wanted: dict[int, tuple[int, int]] = {}
+        for j in range(k, len(series_l)):
+            series_id = series_l[j]
+            meta = self._meta.get(series_id)
+            if meta is None or series_id in self._tails or series_id in wanted:
+                continue
+            plan = self._plans.get(series_id)
+            if plan is None or plan.meta is not meta:
+                plan = self._plan(series_id, meta)
+            if plan is not None and plan.rules:
+                wanted[series_id] = (first_ts[j], plan.lookback_ms)
+        return wanted
 
     # --- evaluation -----------------------------------------------------------------------------
 
@@ -473,7 +498,10 @@ class RuleEngine:
                 start, end = starts_l[k], ends_l[k]
                 ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
                 lookback = plan.lookback_ms
-                tail = self._tail(session, series_id, first_ts[k], lookback)
+                tail = tails.get(series_id)
+                if tail is None:  # first seen: read the history of all such series at once
+                    self._load_tails(session, self._unknown_tails(k, series_l, first_ts))
+                    tail = tails[series_id]
                 fresh = ts_new > tail.last_ts
                 if not fresh.all():  # late points: stored, but rules read forward in time
                     ts_new, v_new = ts_new[fresh], v_new[fresh]
@@ -777,6 +805,104 @@ class RuleEngine:
                             touch = _Touch(last_sensor=condition.sensor, asset=info)
                             actions.append(self._trigger(rule, info, due, touch))
         return self._apply(actions) if actions else []
+
+
+def _window_groups(wanted: dict[int, tuple[int, int]]) -> list[tuple[list[int], int, int]]:
+    """Series whose history windows [first - lookback, first) lie close together, grouped so
+    that one range query reads each group: (series, from ts, to ts). A group's range spans at
+    most twice its longest window plus a minute, so little is read that no window needs (a
+    replay of old data next to live data makes two groups, not one year-long range)."""
+    windows = sorted(
+        (first - lookback, first, series_id)
+        for series_id, (first, lookback) in wanted.items()
+        if lookback > 0
+    )
+    groups: list[tuple[list[int], int, int]] = []
+    ids: list[int] = []
+    lo = hi = longest = 0
+    for w_lo, w_hi, series_id in windows:
+        g_longest = max(longest, w_hi - w_lo)
+        if ids and (max(hi, w_hi) - lo > 2 * g_longest + 60_000 or len(ids) >= _WINDOW_CHUNK):
+            groups.append((ids, lo, hi))
+            ids = []
+        if not ids:
+            lo, hi, longest = w_lo, w_hi, w_hi - w_lo
+        ids.append(series_id)
+        hi, longest = max(hi, w_hi), max(longest, w_hi - w_lo)
+    if ids:
+        groups.append((ids, lo, hi))
+    return groups
+
+
+def _windows(
+    session: Session, wanted: dict[int, tuple[int, int]]
+) -> Iterator[tuple[list[int], list[Any]]]:
+    """(series, their points in [first - lookback, first) or a range around it, by series and
+    time), in a few queries. PostgreSQL takes one index range scan per series in one LATERAL
+    query; SQLite (in process) reads series whose windows lie close together by one range."""
+    if session.get_bind().dialect.name == "postgresql":
+        windowed = [s for s, (_, lookback) in wanted.items() if lookback > 0]
+        for at in range(0, len(windowed), _WINDOW_CHUNK):
+            ids = windowed[at : at + _WINDOW_CHUNK]
+            query = text(
+                "SELECT w.series_id, r.ts_ms, r.value "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:lo AS bigint[]), "
+                "CAST(:hi AS bigint[])) WITH ORDINALITY AS w(series_id, lo, hi, n) "
+                "CROSS JOIN LATERAL (SELECT ts_ms, value FROM readings "
+                "WHERE series_id = w.series_id AND ts_ms >= w.lo AND ts_ms < w.hi) AS r "
+                "ORDER BY w.n, r.ts_ms"
+            ).bindparams(
+                ids=ids,
+                lo=[wanted[s][0] - wanted[s][1] for s in ids],
+                hi=[wanted[s][0] for s in ids],
+            )
+            yield ids, list(session.execute(query).all())
+        return
+    for ids, lo, hi in _window_groups(wanted):
+        rows = session.execute(
+            select(Reading.series_id, Reading.ts_ms, Reading.value)
+            .where(Reading.series_id.in_(ids), Reading.ts_ms >= lo, Reading.ts_ms < hi)
+            .order_by(Reading.series_id, Reading.ts_ms)
+        ).all()  # fmt: skip
+        yield ids, list(rows)
+
+
+def _last_points(
+    session: Session, missing: list[int], wanted: dict[int, tuple[int, int]]
+) -> Iterator[Any]:
+    """(series, ts, value): the last point of each series before its first new point, by one
+    index probe per series. PostgreSQL plans one LATERAL probe for a whole list (a union of a
+    hundred probes, each planned over every partition, costs more than the probes); SQLite, in
+    process, takes a union."""
+    if session.get_bind().dialect.name == "postgresql":
+        for at in range(0, len(missing), _WINDOW_CHUNK):
+            ids = missing[at : at + _WINDOW_CHUNK]
+            yield from session.execute(
+                text(
+                    "SELECT w.series_id, r.ts_ms, r.value "
+                    "FROM unnest(CAST(:ids AS bigint[]), CAST(:until AS bigint[])) "
+                    "AS w(series_id, until_ms) "
+                    "CROSS JOIN LATERAL (SELECT ts_ms, value FROM readings "
+                    "WHERE series_id = w.series_id AND ts_ms < w.until_ms "
+                    "ORDER BY ts_ms DESC LIMIT 1) AS r"
+                ).bindparams(ids=ids, until=[wanted[s][0] for s in ids])
+            )
+        return
+    for at in range(0, len(missing), _LAST_POINT_CHUNK):
+        lasts = [
+            select(Reading.series_id, Reading.ts_ms, Reading.value)
+            .where(Reading.series_id == s, Reading.ts_ms < wanted[s][0])
+            .order_by(Reading.ts_ms.desc())
+            .limit(1)
+            .subquery()
+            for s in missing[at : at + _LAST_POINT_CHUNK]
+        ]
+        yield from session.execute(union_all(*(select(last) for last in lasts)))
+
+
+_NO_POINTS = (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
+_WINDOW_CHUNK = 500  # series per history query
+_LAST_POINT_CHUNK = 100  # series per last-point query (a union of index probes)
 
 
 def _quiet_checks(rule: CompiledRule, sensor: str) -> list[tuple[int, Condition]] | None:
