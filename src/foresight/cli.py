@@ -787,6 +787,10 @@ def bench_detect(
     postgres_url: Annotated[
         str, typer.Option(help="Server for throwaway PostgreSQL databases")
     ] = "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    rounds: Annotated[
+        int,
+        typer.Option(min=1, help="Phase B on/off pairs, alternating order (the median reported)"),
+    ] = 3,
 ) -> None:
     """Alert latency (API and WebSocket) under load, and ingest throughput with detection on/off."""
     from foresight import bench
@@ -800,6 +804,7 @@ def bench_detect(
         probes=probes,
         points=points,
         senders=senders,
+        rounds=rounds,
     ):
         out.print(line, highlight=False, soft_wrap=True)
 

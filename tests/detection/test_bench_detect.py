@@ -15,20 +15,25 @@ def test_detect_bench_measures_latency_and_the_throughput_ratio(tmp_path: Path) 
 
     result = bench.run_detect_backend(
         "sqlite", make_database, rate=4000, seconds=4, rules=20, probes=3, points=8000,
-        senders=1, assets=10, poll_s=0.005, warmup_s=0.5,
+        senders=1, assets=10, poll_s=0.005, warmup_s=0.5, rounds=2,
     )  # fmt: skip
     probes = result.probes
     assert probes.missed == 0
     assert 1 <= len(probes.api_ms) <= 3 and len(probes.ws_ms) == len(probes.api_ms)
     assert all(math.isfinite(ms) for ms in probes.api_ms + probes.ws_ms)
-    for load in (result.load, result.on, result.off):
+    assert len(result.pairs) == 2  # phase B: two rounds, each on and off
+    ons = [on for on, _ in result.pairs]
+    offs = [off for _, off in result.pairs]
+    for load in [result.load, *ons, *offs]:
         assert load.points > 0 and load.rate > 0
-    for load in (result.load, result.on):  # detection on: it kept up, and its cost is counted
+    assert result.ratio == min(result.ratios)  # the median of two: the lower
+    assert result.on in ons and result.off in offs
+    for load in [result.load, *ons]:  # detection on: it kept up, and its cost is counted
         assert load.drain_s is not None
         assert load.counters["foresight_detection_points_total"] >= load.points
         assert all(math.isfinite(bench._us_per_point(load, s)) for s in bench.STAGES)
-    assert result.off.counters == {}  # detection off: no detection metrics
-    for load in (result.on, result.off):  # CPU measured: the server ingested, on its own CPU
+    assert all(off.counters == {} for off in offs)  # detection off: no detection metrics
+    for load in [*ons, *offs]:  # CPU measured: the server ingested, on its own CPU
         assert load.cpu_s["server"] > 0
     assert result.on.cpu_s["children"] > 0  # detection ran in its child process
     assert math.isfinite(result.ratio) and result.ratio > 0
@@ -36,6 +41,8 @@ def test_detect_bench_measures_latency_and_the_throughput_ratio(tmp_path: Path) 
     lines = bench.detect_table([result], rules=20)
     rows = [line for line in lines if line.startswith("| sqlite |")]
     assert len(rows) == 2 and "nan" not in " ".join(rows)
+    [rounds] = [line for line in lines if line.startswith("sqlite: phase B rounds")]
+    assert rounds.count("%") == 4 and f"median {result.ratio:.0%}" in rounds
 
 
 def test_cpu_split_counts_a_process_and_its_descendants() -> None:
