@@ -8,6 +8,7 @@ minute wins) and turns sustained anomalies into alerts (source ``detector:sensor
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Sequence
@@ -411,6 +412,24 @@ def store_scores(session: Session, rows: list[MinuteScore]) -> None:
         key = (row.asset_id, row.detector, row.minute_ms)
         if key not in merged or row.score > merged[key].score:
             merged[key] = row
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement over arrays: a single execution for all rows, not one per row (the
+        # rows' keys are distinct, as one INSERT … ON CONFLICT DO UPDATE requires).
+        kept = list(merged.values())
+        session.execute(
+            _UPSERT_PG,
+            {
+                "asset_id": [r.asset_id for r in kept],
+                "detector": [r.detector for r in kept],
+                "minute_ms": [r.minute_ms for r in kept],
+                "tenant_id": [r.tenant_id for r in kept],
+                "score": [round(float(r.score), 4) for r in kept],
+                "flag": [bool(r.score >= 1.0) for r in kept],
+                "kind": [r.kind for r in kept],
+                "sensors": [json.dumps(list(r.sensors)) for r in kept],
+            },
+        )
+        return
     values = [
         {
             "asset_id": r.asset_id, "detector": r.detector, "minute_ms": r.minute_ms,
@@ -423,12 +442,21 @@ def store_scores(session: Session, rows: list[MinuteScore]) -> None:
     session.execute(_UPSERT_STMT, values)
 
 
-_UPSERT = (
-    "INSERT INTO anomaly_scores (asset_id, detector, minute_ms, tenant_id, score, flag, kind, "
-    "sensors) VALUES (:asset_id, :detector, :minute_ms, :tenant_id, :score, :flag, :kind, "
-    ":sensors) ON CONFLICT (asset_id, detector, minute_ms) DO UPDATE SET score = excluded.score, "
+_ON_CONFLICT = (
+    " ON CONFLICT (asset_id, detector, minute_ms) DO UPDATE SET score = excluded.score, "
     "flag = excluded.flag, kind = excluded.kind, sensors = excluded.sensors "
     "WHERE excluded.score > anomaly_scores.score"
+)
+_COLUMNS = "asset_id, detector, minute_ms, tenant_id, score, flag, kind, sensors"
+_UPSERT = (
+    f"INSERT INTO anomaly_scores ({_COLUMNS}) VALUES (:asset_id, :detector, :minute_ms, "
+    f":tenant_id, :score, :flag, :kind, :sensors){_ON_CONFLICT}"
+)
+_UPSERT_PG = text(
+    f"INSERT INTO anomaly_scores ({_COLUMNS}) SELECT * FROM unnest(CAST(:asset_id AS uuid[]), "
+    "CAST(:detector AS text[]), CAST(:minute_ms AS bigint[]), CAST(:tenant_id AS uuid[]), "
+    "CAST(:score AS float8[]), CAST(:flag AS boolean[]), CAST(:kind AS text[]), "
+    f"CAST(CAST(:sensors AS text[]) AS jsonb[])){_ON_CONFLICT}"
 )
 _UPSERT_STMT = text(_UPSERT).bindparams(
     bindparam("asset_id", type_=Uuid()),
