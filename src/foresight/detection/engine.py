@@ -377,9 +377,10 @@ class RuleEngine:
             value = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
             first = np.array([wanted[s][0] for s in ids], dtype=np.int64)
             lookback = np.array([wanted[s][1] for s in ids], dtype=np.int64)
-            order = np.argsort(np.array(ids, dtype=np.int64))
-            at = order[np.searchsorted(np.array(ids, dtype=np.int64)[order], sid)]
-            # The group's range is wider than each series' own window.
+            ids_a = np.array(ids, dtype=np.int64)
+            order = np.argsort(ids_a)
+            at = order[np.searchsorted(ids_a[order], sid)]
+            # A SQLite group's range is wider than each series' own window.
             inside = (ts >= first[at] - lookback[at]) & (ts < first[at])
             sid, ts, value = sid[inside], ts[inside], value[inside]
             if not sid.shape[0]:
@@ -498,7 +499,7 @@ class RuleEngine:
                 start, end = starts_l[k], ends_l[k]
                 ts_new, v_new = new.ts_ms[start:end], new.value[start:end]
                 lookback = plan.lookback_ms
-                tail = tails.get(series_id)
+                tail = known
                 if tail is None:  # first seen: read the history of all such series at once
                     self._load_tails(session, self._unknown_tails(k, series_l, first_ts))
                     tail = tails[series_id]

@@ -113,17 +113,15 @@ def _sqlite_on_begin(conn: Any) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
-def begin_immediate(
-    dbapi_connection: Any, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000
-) -> None:
+def begin_immediate(raw: Any, timeout_s: float = SQLITE_BUSY_TIMEOUT_MS / 1000) -> None:
     """``BEGIN IMMEDIATE``, retried every millisecond or two while another writer holds the lock.
 
     SQLite's own busy handler sleeps ever longer between tries (up to 100 ms at a time), so a
     writer that waits behind another that writes again at once can miss every gap between its
     transactions: with a writer committing every 40 ms, waits of 0.1–0.5 s at the median and
     seconds at worst, against at most one transaction's length polled like this (the detection
-    child's alert writes behind the ingest writer, an API write behind either)."""
-    raw = dbapi_connection
+    child's alert writes behind the ingest writer, an API write behind either). ``raw`` is the
+    sqlite3 connection."""
     raw.execute("PRAGMA busy_timeout=0")
     try:
         deadline = time.monotonic() + timeout_s
