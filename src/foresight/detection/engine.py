@@ -182,6 +182,50 @@ AlertListener = Callable[[str, Alert], None]
 AlertHook = alerts.AlertHook  # called inside the transaction that changed the alert
 
 
+@dataclass
+class AnomalyWork:
+    """New points for the anomaly stage: series k, ``series[k]`` = (series id, asset, sensor
+    key), has its points at ``ts[starts[k]:ends[k]]`` (the arrays are shared by the parts)."""
+
+    ts: np.ndarray[Any, np.dtype[np.int64]]
+    value: np.ndarray[Any, np.dtype[np.float64]]
+    starts: np.ndarray[Any, np.dtype[np.int64]]
+    ends: np.ndarray[Any, np.dtype[np.int64]]
+    series: list[tuple[int, AssetInfo, str]]
+
+    @property
+    def points(self) -> int:
+        return int((self.ends - self.starts).sum())
+
+    def split(self, max_points: int) -> list[AnomalyWork]:
+        """Parts of about ``max_points`` points each (more when one asset has more) that keep
+        each asset's series together: the multivariate detector folds an asset's sensors
+        minute by minute, and parts are scored one after the other, in order."""
+        sizes = (self.ends - self.starts).tolist()
+        if sum(sizes) <= max_points:
+            return [self]
+        by_asset: dict[uuid.UUID, list[int]] = {}
+        for k, (_series, asset, _sensor) in enumerate(self.series):
+            by_asset.setdefault(asset.id, []).append(k)
+        parts: list[AnomalyWork] = []
+        group: list[int] = []
+        points = 0
+        for ks in by_asset.values():
+            group += ks
+            points += sum(sizes[k] for k in ks)
+            if points >= max_points:
+                parts.append(self._part(group))
+                group, points = [], 0
+        if group:
+            parts.append(self._part(group))
+        return parts
+
+    def _part(self, ks: list[int]) -> AnomalyWork:
+        at = np.array(ks, dtype=np.int64)
+        series = [self.series[k] for k in ks]
+        return AnomalyWork(self.ts, self.value, self.starts[at], self.ends[at], series)
+
+
 class RuleEngine:
     def __init__(
         self,
@@ -419,15 +463,28 @@ class RuleEngine:
 
     # --- evaluation -----------------------------------------------------------------------------
 
+    @property
+    def reset_requested(self) -> bool:
+        return self._reset_requested
+
     def process(self, new: Columns) -> list[tuple[str, Alert]]:
-        """Evaluate the rules on these new points (sorted by series and time)."""
+        """Evaluate the rules, then the anomaly detectors, on these new points (sorted by
+        series and time)."""
+        events, work = self.process_rules(new)
+        if work is not None:
+            events += self.store_anomalies(*self.score_anomalies(work))
+        return events
+
+    def process_rules(self, new: Columns) -> tuple[list[tuple[str, Alert]], AnomalyWork | None]:
+        """Evaluate the rules on these new points (sorted by series and time) and commit the
+        alerts they change; returns those alert events and what is left for the anomaly stage
+        (None: nothing), which :meth:`score_anomalies` must see before any later points'."""
         if self._reset_requested:
             self._reset()
         self.reload_if_changed()
         if not len(new) or (not self._by_sensor and self.anomaly is None):
-            return []
+            return [], None
         started = time.perf_counter()
-        anomaly_s = 0.0
         sid = new.series_id
         starts = np.flatnonzero(np.concatenate(([True], sid[1:] != sid[:-1])))
         ends = np.append(starts[1:], sid.shape[0])
@@ -435,8 +492,6 @@ class RuleEngine:
         failed: dict[uuid.UUID, str] = {}
         gauges: list[int] = []  # positions (in starts) of the series the detectors score
         gauge_series: list[tuple[int, AssetInfo, str]] = []
-        scores: list[MinuteScore] = []
-        anomaly_actions: list[alerts.Trigger | alerts.Clear] = []
         # Each series' lowest and highest new value: enough to see that a plain threshold rule
         # that is quiet stays quiet, without evaluating it point by point.
         lows = np.minimum.reduceat(new.value, starts).tolist()
@@ -520,31 +575,53 @@ class RuleEngine:
                         failed[rule.id] = f"{type(exc).__name__}: {exc}"
                 self.points_evaluated += int(ts_new.shape[0])
                 tails[series_id] = _Tail.kept(ts_all, v_all, lookback)
-            # Rule alerts are committed (and pushed) before anomaly detection runs on the same
-            # points: a threshold crossing does not wait for the detectors.
             actions = self._decide(touched)
-            decided = time.perf_counter()
-            events = self._apply(actions) if actions else []
-            applied = time.perf_counter()
-            if self.anomaly is not None and gauges:
-                at = np.array(gauges, dtype=np.int64)
-                scores, anomaly_actions = self.anomaly.process_columns(
-                    session, new.ts_ms, new.value, starts[at], ends[at], gauge_series
-                )
-        anomaly_done = time.perf_counter()
-        anomaly_s = anomaly_done - applied
-        if anomaly_actions or scores:
-            events += self._apply(anomaly_actions, scores)
-        if scores and self.anomaly_listeners:
-            self._tell_anomalies(scores)
+        # Rule alerts are committed (and pushed) before anomaly detection runs on the same
+        # points: a threshold crossing does not wait for the detectors.
+        decided = time.perf_counter()
+        events = self._apply(actions) if actions else []
         cost = self.stage_seconds
         cost["rules"] += decided - started
-        cost["anomaly"] += anomaly_s
-        cost["alerts"] += (applied - decided) + (time.perf_counter() - anomaly_done)
+        cost["alerts"] += time.perf_counter() - decided
         self.points_total += len(new)
         if failed:
             self._disable(failed)
-        return events
+        work = None
+        if detect and gauges:
+            at = np.array(gauges, dtype=np.int64)
+            work = AnomalyWork(new.ts_ms, new.value, starts[at], ends[at], gauge_series)
+        return events, work
+
+    def score_anomalies(
+        self, work: AnomalyWork
+    ) -> tuple[list[MinuteScore], list[alerts.Trigger | alerts.Clear]]:
+        """Run the anomaly stage on what :meth:`process_rules` left (or a part of it): the
+        minute scores to store and the alert changes, for :meth:`store_anomalies`."""
+        if self.anomaly is None:
+            return [], []
+        started = time.perf_counter()
+        try:
+            with self.db.transaction(write=False) as session:
+                return self.anomaly.process_columns(
+                    session, work.ts, work.value, work.starts, work.ends, work.series
+                )
+        finally:
+            self.stage_seconds["anomaly"] += time.perf_counter() - started
+
+    def store_anomalies(
+        self, scores: list[MinuteScore], actions: list[alerts.Trigger | alerts.Clear]
+    ) -> list[tuple[str, Alert]]:
+        """Commit anomaly scores and the detectors' alert changes (one transaction)."""
+        if not scores and not actions:
+            return []
+        started = time.perf_counter()
+        try:
+            events = self._apply(actions, scores)
+            if scores and self.anomaly_listeners:
+                self._tell_anomalies(scores)
+            return events
+        finally:
+            self.stage_seconds["alerts"] += time.perf_counter() - started
 
     def _plan(self, series_id: int, meta: _SeriesMeta) -> _SeriesPlan | None:
         asset = meta.asset

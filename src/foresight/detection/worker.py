@@ -4,12 +4,20 @@ The writer hands over each committed write's new points and goes on; when detect
 behind by more than ``max_pending_points`` the writer waits (backpressure reaches the API as
 503 + Retry-After) rather than skipping points or growing memory without bound. The same thread
 checks no-data conditions every ``silence_interval_s``.
+
+Rules come first: each pass evaluates the rules on every point waiting (and commits the alerts
+they change), then leaves the anomaly stage's share of those points, in parts of whole assets
+of about ``anomaly_part_points``, to be scored between later passes. When points are waiting,
+rules and anomaly parts take turns, so a threshold crossing waits behind at most one part, not
+behind the detectors' work on a whole backlog; parts are scored in the order their points came,
+and points count as evaluated (``on_processed``, the backlog) once their scores are committed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,14 +27,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from foresight.config import Settings
+from foresight.detection import alerts
 from foresight.detection.anomaly import MinuteScore
 from foresight.detection.anomaly_stage import AnomalyStage
-from foresight.detection.engine import AlertHook, AlertListener, RuleEngine
+from foresight.detection.engine import AlertHook, AlertListener, AnomalyWork, RuleEngine
 from foresight.kit.db import Database
 from foresight.kit.logging import get_logger
 from foresight.timeseries.store import Columns, WriteResult, sorted_unique
 
 log = get_logger("foresight.detection")
+
+# Points per anomaly part: a rule alert waits behind at most one part's scoring.
+ANOMALY_PART_POINTS = 5_000
 
 
 class DetectionWorker:
@@ -62,16 +74,26 @@ class DetectionWorker:
         silence_interval_s: float = 30.0,
         registry: CollectorRegistry | None = None,
         on_processed: Callable[[int], None] | None = None,
+        anomaly_part_points: int = ANOMALY_PART_POINTS,
     ) -> None:
         self.engine = engine
         # Called (detection thread) with the number of submitted points each pass evaluated.
         self.on_processed = on_processed
         self.max_pending_points = max_pending_points
         self.silence_interval_s = silence_interval_s
+        self.anomaly_part_points = anomaly_part_points
         self._pending: list[Columns] = []
         self._pending_points = 0
+        # Taken from the queue and not evaluated to the end yet (rules done, anomaly parts left).
+        self._taken_points = 0
         self._busy = False
-        self._busy_points = 0
+        # Anomaly parts left, oldest first, each with the submitted points it completes (the
+        # last part of a pass completes the pass's points; 0 for the others).
+        self._parts: deque[tuple[AnomalyWork, int]] = deque()
+        # Scored parts not committed yet: their scores, alert changes and points.
+        self._scores: list[MinuteScore] = []
+        self._actions: list[alerts.Trigger | alerts.Clear] = []
+        self._scored_points = 0
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -88,8 +110,8 @@ class DetectionWorker:
 
     @property
     def backlog_points(self) -> int:
-        """Points handed over and not evaluated yet (queued plus the batch in hand)."""
-        return self._pending_points + self._busy_points
+        """Points handed over and not evaluated yet (queued plus those in hand)."""
+        return self._pending_points + self._taken_points
 
     def observe(self, write: WriteResult) -> None:
         """Pipeline observer: queue a committed write's new points."""
@@ -98,7 +120,10 @@ class DetectionWorker:
 
     def submit(self, new: Columns) -> None:
         with self._cond:
-            while self._pending_points >= self.max_pending_points and not self._stop:
+            while (
+                self._pending_points + self._taken_points >= self.max_pending_points
+                and not self._stop
+            ):
                 self._cond.wait(0.5)
             self._pending.append(new)
             self._pending_points += len(new)
@@ -108,7 +133,7 @@ class DetectionWorker:
         """Wait until everything submitted has been evaluated (tests, shutdown)."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._busy:
+            while self._pending or self._busy or self._parts:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -142,22 +167,39 @@ class DetectionWorker:
 
     def _run(self) -> None:
         next_silence = time.monotonic() + self.silence_interval_s
+        rules_last = False  # the last step was a rules pass (with parts left: a part is next)
         while True:
             with self._cond:
-                while not self._pending and not self._stop:
+                while not self._pending and not self._parts and not self._stop:
                     if time.monotonic() >= next_silence:
                         break
                     self._cond.wait(max(0.0, min(1.0, next_silence - time.monotonic())))
-                if self._stop and not self._pending:
+                if self._stop and not self._pending and not self._parts:
                     return
-                self._busy_points = self._pending_points
-                batch, self._pending, self._pending_points = self._pending, [], 0
+                # A reset forgets the detectors' state: the parts of earlier points go first.
+                take = bool(self._pending) and not (
+                    self._parts and (rules_last or self.engine.reset_requested)
+                )
+                batch: list[Columns] = []
+                taken = 0
+                if take:
+                    batch, self._pending = self._pending, []
+                    taken, self._pending_points = self._pending_points, 0
+                    self._taken_points += taken
                 self._busy = True
                 self._cond.notify_all()
-            done = self._busy_points
+            done = 0
             try:
-                if batch:
-                    self.engine.process(_merge(batch))
+                if take:
+                    rules_last = True
+                    try:
+                        done = self._rules(batch, taken)
+                    except Exception:  # noqa: BLE001 - detection must never stop
+                        log.exception("detection_failed")
+                        done = taken  # the pass failed: none of its parts is queued
+                elif self._parts:
+                    rules_last = False
+                    done = self._next_part()
                 if time.monotonic() >= next_silence:
                     next_silence = time.monotonic() + self.silence_interval_s
                     self.engine.check_silence()
@@ -171,8 +213,46 @@ class DetectionWorker:
                         log.exception("detection_ack_failed")
                 with self._cond:
                     self._busy = False
-                    self._busy_points = 0
+                    self._taken_points -= done
                     self._cond.notify_all()
+
+    def _rules(self, batch: list[Columns], taken: int) -> int:
+        """One rules pass over the points taken; queues their anomaly parts. Returns the points
+        it completed (all of them when nothing is left for the anomaly stage)."""
+        if not batch:
+            return 0
+        _events, work = self.engine.process_rules(_merge(batch))
+        if work is None:
+            return taken
+        parts = work.split(self.anomaly_part_points)
+        with self._cond:
+            for k, part in enumerate(parts):
+                self._parts.append((part, taken if k == len(parts) - 1 else 0))
+        return 0
+
+    def _next_part(self) -> int:
+        """Score the oldest anomaly part; commit what is scored once its pass is complete (one
+        write per pass, as without parts). Returns the points committed."""
+        part, completes = self._parts[0]
+        try:
+            scores, actions = self.engine.score_anomalies(part)
+            self._scores += scores
+            self._actions += actions
+        except Exception:  # noqa: BLE001 - this part goes unscored; detection goes on
+            log.exception("detection_failed")
+        with self._cond:
+            self._parts.popleft()
+            self._scored_points += completes
+            flush = bool(completes or not self._parts)
+        if not flush:
+            return 0
+        scores, actions, done = self._scores, self._actions, self._scored_points
+        self._scores, self._actions, self._scored_points = [], [], 0
+        try:
+            self.engine.store_anomalies(scores, actions)
+        except Exception:  # noqa: BLE001 - the scores are lost, the points still count as done
+            log.exception("detection_failed")
+        return done
 
 
 class DetectionCollector(Collector):
